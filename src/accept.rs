@@ -1,0 +1,137 @@
+//! Taking a notification's events: claim their ids, make the new ones safe, then answer.
+//!
+//! The durability order lives here and nowhere else:
+//!   claim ids → store (spool: fsync) or deliver (upstream: app answers 2xx) → mark seen → answer.
+//! If the middle step fails, the claims are released (nothing marked seen) and the sender is
+//! told to retry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::dedupe::{ClaimGuard, Key};
+use crate::forward::{Delivery, SendError};
+use crate::profile::{Event, Extracted, IdSource};
+use crate::reply::{Outcome, Reply};
+use crate::route::{AckMode, Route};
+use crate::shared::Shared;
+
+/// What is known about one request once its body has been read and understood.
+pub struct Notification {
+    pub route: Arc<Route>,
+    pub client_dn: Option<String>,
+    pub received_at_ms: u64,
+    /// Sender headers to pass on (filtered), with the `Content-Type` the app should see.
+    pub headers: Vec<(String, String)>,
+    pub extracted: Extracted,
+}
+
+/// Per-request event counts, for the log line and `pushgate_events_total`.
+#[derive(Debug, Default, Clone)]
+pub struct EventTally {
+    pub ids: Vec<String>,
+    pub new: u64,
+    pub duplicate: u64,
+    pub missing_id: u64,
+}
+
+pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Reply {
+    let events = &n.extracted.events;
+    tally.ids = events.iter().map(|e| e.id.to_string()).collect();
+    tally.missing_id = events.iter().filter(|e| e.id_source == IdSource::Hash).count() as u64;
+
+    let keys: Vec<Key> = events.iter().map(|e| Key::new(&n.route.name, &e.id)).collect();
+    let claims = shared.dedupe.claim_all(&keys).await;
+    let (fresh, guards): (Vec<&Event>, Vec<ClaimGuard>) =
+        events.iter().zip(claims).filter_map(|(e, g)| g.map(|g| (e, g))).unzip();
+    tally.new = fresh.len() as u64;
+    tally.duplicate = events.len() as u64 - tally.new;
+
+    let (status, content_type, body) = n.route.profile.answer.render(events);
+    if fresh.is_empty() {
+        return Reply::answer(status, Outcome::Duplicate, content_type.map(str::to_string), body);
+    }
+
+    let delivery = Delivery {
+        route: n.route.name.to_string(),
+        event_ids: fresh.iter().map(|e| e.id.to_string()).collect(),
+        client_dn: n.client_dn,
+        received_at_ms: n.received_at_ms,
+        headers: n.headers,
+        body: app_body(&fresh, n.extracted.batch),
+    };
+
+    match n.route.ack {
+        AckMode::Upstream => deliver_now(shared, &n.route, &delivery, guards, tally).await,
+        AckMode::Spool => {
+            // The spool lands in its own change; until then spool routes answer 503 so no
+            // sender is told 200 for an event that is not stored.
+            drop(guards);
+            tally.new = 0;
+            Reply::unavailable(Duration::from_secs(5)).with_reason("spool not available")
+        }
+    }
+}
+
+/// `ack: upstream`: the sender waits for the app, and gets the app's answer.
+async fn deliver_now(
+    shared: &Shared,
+    route: &Route,
+    delivery: &Delivery,
+    guards: Vec<ClaimGuard>,
+    tally: &mut EventTally,
+) -> Reply {
+    let started = std::time::Instant::now();
+    let result = shared.client.send(&route.upstream, delivery, 1).await;
+    let name = route.name.as_str();
+    shared
+        .metrics
+        .forward_seconds
+        .with_label_values(&[name])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(resp) if (200..300).contains(&resp.status) => {
+            // Delivered: only now are the ids seen.
+            guards.into_iter().for_each(ClaimGuard::commit);
+            shared.metrics.forward.with_label_values(&[name, "delivered"]).inc();
+            Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body)
+        }
+        Ok(resp) => {
+            drop(guards);
+            tally.new = 0;
+            shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
+            let mut reply = Reply::answer(resp.status, Outcome::Unavailable, resp.content_type, resp.body)
+                .with_reason(format!("app answered {}", resp.status));
+            reply.retry_after = resp.retry_after;
+            reply
+        }
+        Err(e) => {
+            drop(guards);
+            tally.new = 0;
+            shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
+            let status = if matches!(e, SendError::Timeout(_)) { 504 } else { 502 };
+            Reply::answer(status, Outcome::Unavailable, None, Bytes::new()).with_reason(e.to_string())
+        }
+    }
+}
+
+/// The body the app receives: the event itself, or for a batch the JSON array of the new
+/// elements, each element's bytes as the sender wrote them.
+fn app_body(fresh: &[&Event], batch: bool) -> Bytes {
+    if !batch {
+        // A single-event body has exactly one event.
+        return fresh.first().map(|e| e.bytes.clone()).unwrap_or_default();
+    }
+    let len = fresh.iter().map(|e| e.bytes.len() + 1).sum::<usize>() + 2;
+    let mut out = BytesMut::with_capacity(len);
+    out.extend_from_slice(b"[");
+    for (i, e) in fresh.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b",");
+        }
+        out.extend_from_slice(&e.bytes);
+    }
+    out.extend_from_slice(b"]");
+    out.freeze()
+}

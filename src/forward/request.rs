@@ -1,0 +1,119 @@
+//! What the app receives: the sender's headers minus what must not pass, plus `X-Pushgate-*`.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Headers never passed to the app: hop-by-hop and framing headers (pushgate frames its own
+/// request), and `Expect`.
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "expect",
+];
+
+/// The sender's headers that go on to the app, in order. The route's secret header and any
+/// `X-Pushgate-*` a sender tried to set are dropped: the app must be able to trust those.
+pub fn forwardable_headers(
+    headers: &http::HeaderMap,
+    secret_header: Option<&http::HeaderName>,
+) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            let n = name.as_str();
+            !NOT_FORWARDED.contains(&n) && !n.starts_with("x-pushgate-") && Some(*name) != secret_header
+        })
+        .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// One delivery to the app: everything needed to send it now or after a restart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Delivery {
+    pub route: String,
+    pub event_ids: Vec<String>,
+    pub client_dn: Option<String>,
+    pub received_at_ms: u64,
+    /// Sender headers to pass on (already filtered), `Content-Type` among them.
+    pub headers: Vec<(String, String)>,
+    #[serde(skip)]
+    pub body: Bytes,
+}
+
+impl Delivery {
+    /// The request head for attempt `attempt` (1, 2, …).
+    pub fn request_header(
+        &self,
+        path: &str,
+        authority: &str,
+        attempt: u32,
+    ) -> pingora::Result<pingora::http::RequestHeader> {
+        let mut req = pingora::http::RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 8))?;
+        req.insert_header("host", authority)?;
+        for (name, value) in &self.headers {
+            req.append_header(name.clone(), value.as_str())?;
+        }
+        req.insert_header("content-length", self.body.len().to_string())?;
+        req.insert_header("x-pushgate-route", self.route.as_str())?;
+        req.insert_header("x-pushgate-event-id", self.event_ids.join(","))?;
+        if let Some(dn) = &self.client_dn {
+            // A DN can hold characters a header cannot; those are percent-encoded.
+            req.insert_header("x-pushgate-client-dn", header_safe(dn))?;
+        }
+        req.insert_header("x-pushgate-attempt", attempt.to_string())?;
+        req.insert_header("x-pushgate-received-at", rfc3339(self.received_at_ms))?;
+        Ok(req)
+    }
+}
+
+fn header_safe(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if (' '..='~').contains(&c) && c != '%' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_and_pushgate_headers_never_pass() {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-notification-secret", "s3cr3t".parse().unwrap());
+        h.insert("x-pushgate-route", "forged".parse().unwrap());
+        h.insert("x-notification-id", "N1".parse().unwrap());
+        h.insert("content-type", "application/json".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        let secret = http::HeaderName::from_static("x-notification-secret");
+        let kept = forwardable_headers(&h, Some(&secret));
+        let names: Vec<_> = kept.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["x-notification-id", "content-type"]);
+    }
+
+    #[test]
+    fn dn_with_non_ascii_is_encoded() {
+        assert_eq!(header_safe("CN=Zoë,O=a%b"), "CN=Zo%C3%AB,O=a%25b");
+    }
+}

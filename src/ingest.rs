@@ -1,0 +1,185 @@
+//! The one Pingora handler. It answers every request itself (nothing is proxied as is) by
+//! running the stages in SPEC §4's order, each a plain function elsewhere:
+//! route → method → identity and secret → body → decode → accept. One log line and the
+//! request metrics are emitted together in `logging`, so they cannot disagree.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::accept::{accept, EventTally, Notification};
+use crate::checks::Denied;
+use crate::forward::forwardable_headers;
+use crate::identity::ClientIdentity;
+use crate::metrics::NO_ROUTE;
+use crate::profile::extract;
+use crate::reply::{Outcome, Reply};
+use crate::route::RouteName;
+use crate::shared::Shared;
+
+pub struct Ingest {
+    pub shared: Arc<Shared>,
+}
+
+/// What one request leaves behind for its log line.
+pub struct RequestLog {
+    started: Instant,
+    route: Option<RouteName>,
+    client_dn: Option<String>,
+    outcome: Option<Outcome>,
+    status: u16,
+    reason: Option<String>,
+    tally: EventTally,
+}
+
+#[async_trait]
+impl ProxyHttp for Ingest {
+    type CTX = RequestLog;
+
+    fn new_ctx(&self) -> RequestLog {
+        RequestLog {
+            started: Instant::now(),
+            route: None,
+            client_dn: None,
+            outcome: None,
+            status: 0,
+            reason: None,
+            tally: EventTally::default(),
+        }
+    }
+
+    async fn upstream_peer(&self, _: &mut Session, _: &mut RequestLog) -> pingora::Result<Box<HttpPeer>> {
+        // request_filter always answers, so Pingora never asks where to proxy.
+        pingora::Error::e_explain(
+            pingora::ErrorType::InternalError,
+            "pushgate answers every request itself",
+        )
+    }
+
+    async fn request_filter(&self, session: &mut Session, log: &mut RequestLog) -> pingora::Result<bool> {
+        log.started = Instant::now();
+        let reply = self.handle(session, log).await;
+        log.status = reply.status;
+        log.outcome = Some(reply.outcome);
+        log.reason = reply.reason.clone();
+        reply.send(session).await?;
+        Ok(true)
+    }
+
+    async fn logging(&self, _session: &mut Session, error: Option<&pingora::Error>, log: &mut RequestLog) {
+        let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
+        let outcome = log.outcome.map_or("error", Outcome::as_str);
+        let m = &self.shared.metrics;
+        m.requests.with_label_values(&[route, outcome]).inc();
+        if log.route.is_some() {
+            m.ack_seconds
+                .with_label_values(&[route])
+                .observe(log.started.elapsed().as_secs_f64());
+        }
+        let t = &log.tally;
+        for (word, n) in [
+            ("accepted", t.new),
+            ("duplicate", t.duplicate),
+            ("missing_id", t.missing_id),
+        ] {
+            if n > 0 {
+                m.events.with_label_values(&[route, word]).inc_by(n);
+            }
+        }
+        // Ids are the senders' references, not payment data; a long batch is cut short.
+        let ids = if t.ids.len() > 10 {
+            format!("{},…(+{})", t.ids[..10].join(","), t.ids.len() - 10)
+        } else {
+            t.ids.join(",")
+        };
+        tracing::info!(
+            target: "pushgate::request",
+            route,
+            outcome,
+            status = log.status,
+            event_ids = %ids,
+            new = t.new,
+            duplicate = t.duplicate,
+            client_dn = log.client_dn.as_deref().unwrap_or("-"),
+            reason = log.reason.as_deref().unwrap_or(""),
+            error = error.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
+            duration_ms = log.started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+impl Ingest {
+    async fn handle(&self, session: &mut Session, log: &mut RequestLog) -> Reply {
+        let received_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let identity: Option<ClientIdentity> = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<ClientIdentity>())
+            .cloned();
+        log.client_dn = identity.as_ref().map(|i| i.dn.to_string());
+
+        // 1. route, 2. method
+        let routes = self.shared.routes();
+        let Some(route) = routes.find(session.req_header().uri.path()).cloned() else {
+            return Reply::refuse(404, Outcome::NotFound);
+        };
+        log.route = Some(route.name.clone());
+        if session.req_header().method != http::Method::POST {
+            let mut r = Reply::refuse(405, Outcome::RejectedMethod);
+            r.allow = Some("POST");
+            return r;
+        }
+
+        // 3. identity (403), then the secret (401)
+        let headers = &session.req_header().headers;
+        match route.auth.check(identity.as_ref(), headers) {
+            Err(Denied::Identity) => return Reply::refuse(403, Outcome::RejectedDn),
+            Err(Denied::Secret) => return Reply::refuse(401, Outcome::RejectedSecret),
+            Ok(()) => {}
+        }
+        if let Some(attempt) = headers
+            .get("x-notification-attempt")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            self.shared
+                .metrics
+                .sender_attempt
+                .with_label_values(&[route.name.as_str()])
+                .observe(f64::from(attempt));
+        }
+
+        // 4. the body, bounded in size and time
+        let body = match crate::body::read(session, route.max_body, route.read_timeout).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
+
+        // 5. what it says
+        let headers = &session.req_header().headers;
+        let extracted = match extract(&route.profile.spec, &body, headers) {
+            Ok(x) => x,
+            Err(e) => {
+                let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(e.to_string());
+                r.close = false;
+                return r;
+            }
+        };
+        let forwarded = forwardable_headers(headers, route.auth.secret().map(|s| s.header()));
+
+        // 6. dedupe and make it safe
+        let n = Notification {
+            route,
+            client_dn: log.client_dn.clone(),
+            received_at_ms,
+            headers: forwarded,
+            extracted,
+        };
+        accept(&self.shared, n, &mut log.tally).await
+    }
+}

@@ -1,0 +1,27 @@
+//! pushgate: an mTLS ingress for payment-network push notifications, on Pingora.
+//!
+//! A notification flows through the modules in this order:
+//! [`tls`] (handshake, client certificate) → [`identity`] (canonical DN, pin) →
+//! [`ingest`] (the Pingora handler) → [`route`] → [`checks`] → [`body`] → [`jwe`] →
+//! [`profile`] (events and ids) → [`accept`] ([`dedupe`], then store or deliver) →
+//! [`reply`]; and afterwards [`forward`] to the app.
+#![forbid(unsafe_code)]
+
+pub mod accept;
+pub mod body;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod dedupe;
+pub mod devcerts;
+pub mod forward;
+pub mod identity;
+pub mod ingest;
+pub mod jwe;
+pub mod metrics;
+pub mod profile;
+pub mod reply;
+pub mod route;
+pub mod server;
+pub mod shared;
+pub mod tls;

@@ -1,0 +1,24 @@
+//! Boot only: parse the command line and hand over.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use pushgate::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { pingora } => pushgate::server::run(pingora),
+        Command::Check { conf } => pushgate::server::check(&conf),
+        Command::DevCerts { out } => pushgate::devcerts::write_dev_certs(&out)
+            .map(|files| {
+                for f in files {
+                    println!("{}", out.join(f).display());
+                }
+            })
+            .map_err(|e| e.to_string()),
+    };
+    if let Err(message) = result {
+        eprintln!("pushgate: {message}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,93 @@
+//! Routes: a configured path → everything needed to judge and deliver what arrives on it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::checks::RouteAuth;
+use crate::forward::Upstream;
+use crate::jwe::DecryptKey;
+use crate::profile::Profile;
+
+/// A route's name, as used in metrics labels, headers and logs. Restricted to a safe alphabet
+/// so it can go anywhere without escaping.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteName(Arc<str>);
+
+impl RouteName {
+    pub fn new(s: &str) -> Result<RouteName, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(RouteName(Arc::from(s)))
+        } else {
+            Err(format!("`{s}` must be 1-64 characters of A-Z a-z 0-9 - _ ."))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// When the sender gets its answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    /// 200 as soon as the event is durable; the app gets it from the spool afterwards.
+    #[default]
+    Spool,
+    /// Forward synchronously and relay the app's answer.
+    Upstream,
+}
+
+/// One configured route, compiled.
+#[derive(Debug)]
+pub struct Route {
+    pub name: RouteName,
+    pub path: String,
+    pub auth: RouteAuth,
+    pub profile: Profile,
+    pub decrypt_keys: Vec<DecryptKey>,
+    pub ack: AckMode,
+    pub max_body: u64,
+    pub read_timeout: Duration,
+    pub upstream: Arc<Upstream>,
+}
+
+/// The routing table: exact path match, nothing clever (senders register one URL each).
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_path: HashMap<String, Arc<Route>>,
+    in_order: Vec<Arc<Route>>,
+}
+
+impl Routes {
+    pub fn new(routes: Vec<Route>) -> Routes {
+        let in_order: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
+        let by_path = in_order.iter().map(|r| (r.path.clone(), r.clone())).collect();
+        Routes { by_path, in_order }
+    }
+
+    pub fn find(&self, path: &str) -> Option<&Arc<Route>> {
+        self.by_path.get(path)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.in_order.iter().find(|r| r.name.as_str() == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.in_order.iter()
+    }
+}

@@ -1,0 +1,229 @@
+//! The listener's TLS: the server certificate (behind a resolver, so it can be swapped on
+//! reload), the client-certificate verifier (any certificate presented must chain to
+//! `client_ca`; none at all is allowed unless `require_client_cert`), and the handshake
+//! callback that reduces the verified leaf to a [`ClientIdentity`] once per connection.
+
+use std::any::Any;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+
+use crate::config::Listen;
+use crate::identity::ClientIdentity;
+
+/// Everything the listener's TLS needs, loaded and checked.
+pub struct TlsMaterial {
+    pub certified_key: Arc<CertifiedKey>,
+    pub verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// DER of the server leaf and of each client CA, for the expiry gauges.
+    pub server_leaf: Vec<u8>,
+    pub client_cas: Vec<Vec<u8>>,
+}
+
+/// Config-time check of the listener's files, with the config key to blame.
+pub fn check_files(listen: &Listen) -> Result<(), (&'static str, String)> {
+    load(listen).map(|_| ())
+}
+
+/// Loads the server certificate and key and the client CA.
+pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
+    let chain = read_certs(&listen.cert).map_err(|m| ("listen.tls.cert", m))?;
+    let key = PrivateKeyDer::from_pem_file(&listen.key).map_err(|e| {
+        (
+            "listen.tls.key",
+            format!("{}: no usable private key ({e})", listen.key.display()),
+        )
+    })?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        (
+            "listen.tls.key",
+            format!("{}: unsupported key ({e})", listen.key.display()),
+        )
+    })?;
+    let server_leaf = chain.first().map(|c| c.to_vec()).unwrap_or_default();
+    let certified_key = Arc::new(CertifiedKey::new(chain, signing));
+    certified_key.keys_match().map_err(|_| {
+        (
+            "listen.tls.key",
+            "the key does not belong to listen.tls.cert".to_string(),
+        )
+    })?;
+
+    let (verifier, client_cas) = match &listen.client_ca {
+        None => (None, vec![]),
+        Some(path) => {
+            let cas = read_certs(path).map_err(|m| ("listen.tls.client_ca", m))?;
+            let mut roots = RootCertStore::empty();
+            for ca in &cas {
+                roots
+                    .add(ca.clone())
+                    .map_err(|e| ("listen.tls.client_ca", format!("{}: {e}", path.display())))?;
+            }
+            let builder = WebPkiClientVerifier::builder(Arc::new(roots));
+            let builder = if listen.require_client_cert {
+                builder
+            } else {
+                builder.allow_unauthenticated()
+            };
+            let v = builder
+                .build()
+                .map_err(|e| ("listen.tls.client_ca", format!("{}: {e}", path.display())))?;
+            (Some(v), cas.iter().map(|c| c.to_vec()).collect())
+        }
+    };
+    Ok(TlsMaterial {
+        certified_key,
+        verifier,
+        server_leaf,
+        client_cas,
+    })
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The live TLS state. Swapping its contents (reload) affects new handshakes only; open
+/// connections keep what they negotiated.
+#[derive(Clone)]
+pub struct LiveTls {
+    cert: Arc<RwLock<Arc<CertifiedKey>>>,
+    verifier: Arc<RwLock<Option<Arc<dyn ClientCertVerifier>>>>,
+}
+
+impl LiveTls {
+    pub fn new(m: &TlsMaterial) -> LiveTls {
+        LiveTls {
+            cert: Arc::new(RwLock::new(m.certified_key.clone())),
+            verifier: Arc::new(RwLock::new(m.verifier.clone())),
+        }
+    }
+
+    pub fn swap(&self, m: &TlsMaterial) {
+        *self.cert.write().unwrap_or_else(|p| p.into_inner()) = m.certified_key.clone();
+        *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = m.verifier.clone();
+    }
+
+    fn current_verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.verifier.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Pingora TLS settings for the listener (HTTP/1.1 only: senders use 1.0/1.1; TLS 1.2+).
+    pub fn settings(&self, with_client_auth: bool) -> Result<TlsSettings, String> {
+        let mut tls = TlsSettings::with_callbacks(Box::new(IdentityCallback)).map_err(|e| e.to_string())?;
+        tls.set_cert_resolver(Arc::new(CertResolver(self.clone())));
+        if with_client_auth {
+            tls.set_client_cert_verifier(Arc::new(SwappableVerifier(self.clone())));
+        }
+        Ok(tls)
+    }
+}
+
+#[derive(Debug)]
+struct CertResolver(LiveTls);
+
+impl std::fmt::Debug for LiveTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveTls")
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.cert.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Delegates to the current verifier, so the client CA can change without a restart.
+#[derive(Debug)]
+struct SwappableVerifier(LiveTls);
+
+impl ClientCertVerifier for SwappableVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.current_verifier().is_some_and(|v| v.offer_client_auth())
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.current_verifier().is_some_and(|v| v.client_auth_mandatory())
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The hints would have to borrow from the swappable verifier; clients send their
+        // certificate without them.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.0.current_verifier() {
+            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General("client certificates are not configured".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        match self.0.current_verifier() {
+            Some(v) => v.verify_tls12_signature(message, cert, dss),
+            None => Err(rustls::Error::General("client certificates are not configured".into())),
+        }
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        match self.0.current_verifier() {
+            Some(v) => v.verify_tls13_signature(message, cert, dss),
+            None => Err(rustls::Error::General("client certificates are not configured".into())),
+        }
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0
+            .current_verifier()
+            .map(|v| v.supported_verify_schemes())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses the verified leaf once per connection; requests read it from the TLS digest.
+struct IdentityCallback;
+
+#[async_trait]
+impl TlsAccept for IdentityCallback {
+    async fn handshake_complete_callback(&self, tls: &TlsRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let leaf = tls.peer_certificate_der()?;
+        // rustls has verified the chain; a leaf x509-parser cannot read simply has no identity
+        // (routes that pin one answer 403).
+        let identity = ClientIdentity::from_leaf_der(leaf).ok()?;
+        Some(Arc::new(identity))
+    }
+}

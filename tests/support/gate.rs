@@ -1,0 +1,140 @@
+//! The real pushgate binary, started on free ports with a config written for the test.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Pki;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Pushgate {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Pushgate {
+    /// The config head (listen, admin, storage) for `pki`, with `body` (routes and any other
+    /// sections) appended. `{app}` in `body` is not substituted: callers format it in.
+    pub fn config(pki: &Pki, addr: SocketAddr, admin: SocketAddr, data: &std::path::Path, body: &str) -> String {
+        format!(
+            "listen:\n  addr: \"{addr}\"\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
+             admin:\n  addr: \"{admin}\"\nstorage:\n  path: {data}\nserver:\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{body}",
+            cert = pki.path("server.pem").display(),
+            key = pki.path("server.key").display(),
+            ca = pki.path("client-ca.pem").display(),
+            data = data.display(),
+        )
+    }
+
+    /// Writes a config (see [`Pushgate::config`]) into a fresh directory and starts the binary.
+    pub fn start(pki: &Pki, body: &str) -> Pushgate {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut g = Pushgate::start_in(pki, &dir, body, free_port(), free_port());
+        g._tmp = Some(tmp);
+        g
+    }
+
+    /// Starts (or restarts) on given ports in a given directory (so data survives).
+    pub fn start_in(pki: &Pki, dir: &std::path::Path, body: &str, port: u16, admin_port: u16) -> Pushgate {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        let config = dir.join("pushgate.yaml");
+        std::fs::write(&config, Pushgate::config(pki, addr, admin, &dir.join("data"), body)).unwrap();
+        let mut g = Pushgate {
+            child: None,
+            addr,
+            admin,
+            dir: dir.to_path_buf(),
+            config,
+            log: dir.join("pushgate.log"),
+            _tmp: None,
+        };
+        g.spawn();
+        g
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start pushgate");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("pushgate exited with {status}:\n{}", self.logs());
+            }
+            assert!(Instant::now() < deadline, "pushgate did not listen:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return s.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Pushgate {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

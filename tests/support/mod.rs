@@ -1,0 +1,37 @@
+//! Test support: a real PKI per run, a real HTTP app on 127.0.0.1:0, the real pushgate binary,
+//! and a real TLS sender. Nothing on the notification's path is mocked.
+#![allow(dead_code, unused_imports)]
+
+pub mod app;
+pub mod gate;
+pub mod sender;
+
+pub use app::{App, Received};
+pub use gate::{free_port, Pushgate};
+pub use sender::{Resp, Sender};
+
+/// A development PKI written by pushgate's own generator into a fresh directory.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pushgate::devcerts::write_dev_certs(dir.path()).expect("dev certs");
+        Pki { dir }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Waits until `f` holds, polling; panics with `what` after `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
