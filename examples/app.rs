@@ -20,7 +20,13 @@ async fn main() -> std::io::Result<()> {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
             let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                let h = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_string()
+                };
                 let line = format!(
                     "{} route={} events={} attempt={} dn={}",
                     req.uri().path(),
