@@ -16,6 +16,10 @@ use crate::profile::{Event, Extracted, IdSource};
 use crate::reply::{Outcome, Reply};
 use crate::route::{AckMode, Route};
 use crate::shared::Shared;
+use crate::spool::NewDelivery;
+
+/// What a sender is told to wait when storage cannot write.
+pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What is known about one request once its body has been read and understood.
 pub struct Notification {
@@ -65,11 +69,74 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     match n.route.ack {
         AckMode::Upstream => deliver_now(shared, &n.route, &delivery, guards, tally).await,
         AckMode::Spool => {
-            // The spool lands in its own change; until then spool routes answer 503 so no
-            // sender is told 200 for an event that is not stored.
-            drop(guards);
-            tally.new = 0;
-            Reply::unavailable(Duration::from_secs(5)).with_reason("spool not available")
+            let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
+            let stored = shared.spool.append(NewDelivery {
+                route: delivery.route.clone(),
+                event_ids: delivery.event_ids.clone(),
+                ordering_key: ordering_key.clone(),
+                received_at_ms: delivery.received_at_ms,
+                client_dn: delivery.client_dn.clone(),
+                headers: delivery.headers.clone(),
+                body: delivery.body.clone(),
+                quarantine_reason: None,
+            });
+            match stored.await {
+                Ok(seq) => {
+                    // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
+                    guards.into_iter().for_each(ClaimGuard::commit);
+                    shared.forwarder().stored(seq, ordering_key, delivery);
+                    Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body)
+                }
+                Err(e) => {
+                    drop(guards); // nothing marked seen: the sender's retry is taken afresh
+                    tally.new = 0;
+                    shared.metrics.storage_errors.with_label_values(&["append"]).inc();
+                    Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a body an authenticated sender sent that could not be understood, so nothing is
+/// lost: it is listed and can be replayed once the cause is fixed. The sender gets 400 if it
+/// is stored, 503 (retry) if even that fails.
+pub async fn quarantine(
+    shared: &Shared,
+    route: &Route,
+    client_dn: Option<String>,
+    received_at_ms: u64,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+    reason: String,
+) -> Reply {
+    let stored = shared
+        .spool
+        .append(NewDelivery {
+            route: route.name.to_string(),
+            event_ids: vec![],
+            ordering_key: None,
+            received_at_ms,
+            client_dn,
+            headers,
+            body,
+            quarantine_reason: Some(reason.clone()),
+        })
+        .await;
+    match stored {
+        Ok(_) => {
+            shared
+                .metrics
+                .events
+                .with_label_values(&[route.name.as_str(), "quarantined"])
+                .inc();
+            let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(reason);
+            r.close = false;
+            r
+        }
+        Err(e) => {
+            shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
+            Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
         }
     }
 }

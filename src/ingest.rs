@@ -11,7 +11,7 @@ use bytes::Bytes;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::accept::{accept, EventTally, Notification};
+use crate::accept::{accept, quarantine, EventTally, Notification};
 use crate::checks::Denied;
 use crate::forward::forwardable_headers;
 use crate::identity::ClientIdentity;
@@ -163,23 +163,28 @@ impl Ingest {
 
         // 5. what it says: decrypted first where the route holds keys (the id is under the cipher)
         let headers = &session.req_header().headers;
-        let (body, decrypted_type) = match decrypt(&route, body, headers) {
+        let mut forwarded = forwardable_headers(headers, route.auth.secret().map(|s| s.header()));
+        let understood = decrypt(&route, body.clone(), headers).and_then(|(plain, typ)| {
+            extract(&route.profile.spec, &plain, headers)
+                .map(|x| (x, typ))
+                .map_err(|e| e.to_string())
+        });
+        let (extracted, decrypted_type) = match understood {
             Ok(x) => x,
             Err(reason) => {
-                let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(reason);
-                r.close = false;
-                return r;
+                // The raw body as received, so a replay after a fix sees exactly what came.
+                return quarantine(
+                    &self.shared,
+                    &route,
+                    log.client_dn.clone(),
+                    received_at_ms,
+                    forwarded,
+                    body,
+                    reason,
+                )
+                .await;
             }
         };
-        let extracted = match extract(&route.profile.spec, &body, headers) {
-            Ok(x) => x,
-            Err(e) => {
-                let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(e.to_string());
-                r.close = false;
-                return r;
-            }
-        };
-        let mut forwarded = forwardable_headers(headers, route.auth.secret().map(|s| s.header()));
         if let Some(content_type) = decrypted_type {
             // The app gets the plaintext, typed as the JWE's `cty` said.
             forwarded.retain(|(name, _)| name != "content-type" && name != "x-encrypted");

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accept;
+pub mod admin;
 pub mod body;
 pub mod checks;
 pub mod cli;
@@ -24,4 +25,5 @@ pub mod reply;
 pub mod route;
 pub mod server;
 pub mod shared;
+pub mod spool;
 pub mod tls;

@@ -7,12 +7,19 @@ use std::sync::Arc;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
 use crate::config::{Config, LogFormat};
-use crate::dedupe::Dedupe;
+use crate::dedupe::{Dedupe, Key};
+use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::route::Routes;
+use crate::profile::EventId;
+use crate::route::{RouteName, Routes};
 use crate::shared::Shared;
+use crate::spool::{Spool, SpoolOptions};
 use crate::tls::{self, LiveTls};
 
 /// `pushgate check`: load everything a start would, print the routes.
@@ -47,11 +54,24 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
     let live_tls = LiveTls::new(&material);
 
-    let metrics = Arc::new(Metrics::new());
+    // The store first: nothing is accepted unless it can be made durable.
+    let spool_options = SpoolOptions {
+        retention: config.storage.retention,
+        ..SpoolOptions::default()
+    };
+    let spool = Spool::open(&config.storage.path, spool_options)
+        .map_err(|e| format!("storage {}: {e}", config.storage.path.display()))?;
     let dedupe = Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries);
+    let remembered = rebuild_dedupe(&dedupe, &spool, config.dedupe.ttl)?;
+
+    let metrics = Arc::new(Metrics::new());
     let listen_addr = config.listen.addr.clone();
+    let admin_addr = config.admin.addr.clone();
+    let admin_token = config.admin.token.clone();
     let server_conf = server_conf(&config);
-    let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, metrics));
+    let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, spool, metrics));
+    let (forwarder, handle) = Forwarder::new(shared.clone());
+    shared.set_forwarder(handle);
 
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
@@ -60,9 +80,39 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let settings = live_tls.settings(material.verifier.is_some())?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);
     server.add_service(ingest);
+    server.add_service(background_service("forwarder", forwarder));
+    if let Some(addr) = admin_addr {
+        let listen_sa = listen_addr.parse().map_err(|_| format!("listen.addr {listen_addr}"))?;
+        let mut admin = Service::new(
+            "admin".into(),
+            Admin {
+                shared: shared.clone(),
+                token: admin_token,
+                listen_addr: listen_sa,
+            },
+        );
+        admin.add_tcp(&addr);
+        server.add_service(admin);
+    }
 
-    tracing::info!(addr = %listen_addr, "pushgate listening");
+    tracing::info!(addr = %listen_addr, remembered_ids = remembered, "pushgate listening");
     server.run_forever()
+}
+
+/// The duplicate memory outlives a restart: every id accepted within the TTL is remembered
+/// again from the store's journal before the first request is served.
+fn rebuild_dedupe(dedupe: &Dedupe, spool: &Spool, ttl: std::time::Duration) -> Result<usize, String> {
+    let since = crate::shared::now_ms().saturating_sub(ttl.as_millis() as u64);
+    let ids = spool
+        .ids_since(since)
+        .map_err(|e| format!("storage: cannot read the id journal: {e}"))?;
+    let n = ids.len();
+    for (route, id, _) in ids {
+        if let Ok(route) = RouteName::new(&route) {
+            dedupe.remember(Key::new(&route, &EventId::new(&id)));
+        }
+    }
+    Ok(n)
 }
 
 fn server_conf(config: &Config) -> ServerConf {

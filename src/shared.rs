@@ -1,29 +1,36 @@
 //! The state every request and background task shares: the routes (swapped whole on
-//! reload), the duplicate memory, the app client and the metrics.
+//! reload), the duplicate memory, the spool, the app client, the forwarder's queues and the
+//! metrics.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
 use crate::dedupe::Dedupe;
-use crate::forward::AppClient;
+use crate::forward::{AppClient, ForwarderHandle};
 use crate::metrics::Metrics;
 use crate::route::Routes;
+use crate::spool::Spool;
 
 pub struct Shared {
     routes: ArcSwap<Routes>,
     pub dedupe: Dedupe,
+    pub spool: Spool,
     pub client: AppClient,
     pub metrics: Arc<Metrics>,
+    forwarder: OnceLock<ForwarderHandle>,
 }
 
 impl Shared {
-    pub fn new(routes: Routes, dedupe: Dedupe, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(routes: Routes, dedupe: Dedupe, spool: Spool, metrics: Arc<Metrics>) -> Shared {
         Shared {
             routes: ArcSwap::from_pointee(routes),
             dedupe,
+            spool,
             client: AppClient::default(),
             metrics,
+            forwarder: OnceLock::new(),
         }
     }
 
@@ -35,4 +42,37 @@ impl Shared {
     pub fn swap_routes(&self, routes: Routes) {
         self.routes.store(Arc::new(routes));
     }
+
+    /// Set once at start-up, before any request is served.
+    pub fn set_forwarder(&self, handle: ForwarderHandle) {
+        let _ = self.forwarder.set(handle);
+    }
+
+    pub fn forwarder(&self) -> ForwarderHandle {
+        self.forwarder.get().cloned().unwrap_or_else(ForwarderHandle::detached)
+    }
+
+    /// Refreshes the gauges that mirror state held elsewhere (spool counts, dedupe size).
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.dedupe_keys.set(self.dedupe.len() as i64);
+        let Ok(stats) = self.spool.stats() else { return };
+        let now = now_ms();
+        for route in self.routes().iter() {
+            let name = route.name.as_str();
+            let s = stats.routes.get(name).cloned().unwrap_or_default();
+            m.spool_pending.with_label_values(&[name]).set(s.pending as i64);
+            m.dead_letters.with_label_values(&[name]).set(s.dead as i64);
+            let oldest = s
+                .oldest_pending_received_at_ms
+                .map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0);
+            m.spool_oldest_pending_seconds.with_label_values(&[name]).set(oldest);
+        }
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -3,12 +3,15 @@
 //! synchronously by `ack: upstream` routes and by the spool's forwarder.
 
 mod client;
+mod forwarder;
 mod request;
+pub mod retry;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 pub use client::{AppClient, AppResponse, SendError};
+pub use forwarder::{Forwarder, ForwarderHandle};
 pub use request::{forwardable_headers, Delivery};
 
 /// A route's app endpoint: plain HTTP/1.1, address resolved once at load.

@@ -7,7 +7,7 @@ pub mod gate;
 pub mod sender;
 
 pub use app::{App, Received};
-pub use gate::{free_port, Pushgate};
+pub use gate::{admin, free_port, metric, Pushgate};
 pub use sender::{Resp, Sender};
 
 /// A development PKI written by pushgate's own generator into a fresh directory.

@@ -111,6 +111,7 @@ impl Conn {
             req = req.header(*k, *v);
         }
         let req = req.body(Full::new(body)).map_err(std::io::Error::other)?;
+        self.send.ready().await.map_err(std::io::Error::other)?;
         let resp = self.send.send_request(req).await.map_err(std::io::Error::other)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();

@@ -1,0 +1,244 @@
+//! The admin listener: `/metrics`, `/healthz`, `/readyz`, and the spool API (list events by
+//! route, state and time range in the shape of Mastercard CEN's pull API, show one, replay
+//! one or a route's dead letters, purge). Loopback by default; a bearer token when bound
+//! elsewhere (config refuses a non-loopback address without one).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::shared::Shared;
+use crate::spool::{ListQuery, State};
+
+/// Longest page the list endpoint returns.
+const MAX_LIMIT: u64 = 1000;
+/// Default page size (CEN's pull API default).
+const DEFAULT_LIMIT: u64 = 200;
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+    pub token: Option<Secret>,
+    /// The notification listener, probed by `/readyz`.
+    pub listen_addr: std::net::SocketAddr,
+}
+
+type Reply = Response<Vec<u8>>;
+
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+    let body = body.into();
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    json_reply(status, &json!({ "error": message }))
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Reply {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        let query: HashMap<String, String> = session
+            .req_header()
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+
+        // Probes stay open so an orchestrator needs no token; everything else needs it.
+        let probe = matches!(path.as_str(), "/healthz" | "/readyz");
+        if !probe && !self.authorized(session) {
+            return error(401, "missing or wrong bearer token");
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method.as_str(), segments.as_slice()) {
+            ("GET", ["healthz"]) => reply(200, "text/plain", "ok\n"),
+            ("GET", ["readyz"]) => self.readyz().await,
+            ("GET", ["metrics"]) => {
+                self.shared.refresh_gauges();
+                reply(200, "text/plain; version=0.0.4", self.shared.metrics.render())
+            }
+            ("GET", ["api", "stats"]) => match self.shared.spool.stats() {
+                Ok(s) => json_reply(200, &json!(s)),
+                Err(e) => error(503, &e.to_string()),
+            },
+            ("GET", ["api", "events"]) => self.list(&query),
+            ("GET", ["api", "events", seq]) => self.show(seq, query.get("body").is_some_and(|v| v == "true")),
+            ("POST", ["api", "events", seq, "replay"]) => self.replay(seq).await,
+            ("POST", ["api", "routes", route, "replay-dead"]) => self.replay_dead(route).await,
+            ("POST", ["api", "purge"]) => self.purge(&query).await,
+            (_, ["healthz" | "readyz" | "metrics"]) | (_, ["api", ..]) => error(405, "method not allowed"),
+            _ => error(404, "not found"),
+        }
+    }
+}
+
+impl Admin {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else { return true };
+        let sent = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        token.expose().ct_eq(sent.as_bytes()).into()
+    }
+
+    async fn readyz(&self) -> Reply {
+        let storage = tokio::time::timeout(Duration::from_secs(2), self.shared.spool.probe()).await;
+        let storage_ok = matches!(storage, Ok(Ok(())));
+        let mut probe_addr = self.listen_addr;
+        if probe_addr.ip().is_unspecified() {
+            probe_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let listener_ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(probe_addr)).await,
+            Ok(Ok(_))
+        );
+        let body = json!({ "storage": storage_ok, "listener": listener_ok });
+        json_reply(if storage_ok && listener_ok { 200 } else { 503 }, &body)
+    }
+
+    fn list(&self, q: &HashMap<String, String>) -> Reply {
+        let state = match q.get("state").map(|s| parse_state(s)) {
+            None => None,
+            Some(Some(s)) => Some(s),
+            Some(None) => return error(400, "state must be pending, delivered, dead or quarantined"),
+        };
+        let (Ok(start_ms), Ok(end_ms)) = (parse_time(q.get("start")), parse_time(q.get("end"))) else {
+            return error(400, "start and end are RFC 3339 times or epoch milliseconds");
+        };
+        let num = |k: &str, default: u64| q.get(k).map_or(Some(default), |v| v.parse().ok());
+        let (Some(offset), Some(limit)) = (num("offset", 0), num("limit", DEFAULT_LIMIT)) else {
+            return error(400, "offset and limit are numbers");
+        };
+        let query = ListQuery {
+            route: q.get("route").cloned(),
+            state,
+            start_ms,
+            end_ms,
+            offset,
+            limit: limit.min(MAX_LIMIT),
+        };
+        match self.shared.spool.list(&query) {
+            Ok(page) => json_reply(200, &json!(page)),
+            Err(e) => error(503, &e.to_string()),
+        }
+    }
+
+    fn show(&self, seq: &str, with_body: bool) -> Reply {
+        let Ok(seq) = seq.parse::<u64>() else {
+            return error(400, "not an event number");
+        };
+        let meta = match self.shared.spool.meta(seq) {
+            Ok(Some(m)) => m,
+            Ok(None) => return error(404, "no such event"),
+            Err(e) => return error(503, &e.to_string()),
+        };
+        let mut value = json!(meta);
+        if with_body {
+            if let Ok(Some(body)) = self.shared.spool.body(seq) {
+                value["body"] = match std::str::from_utf8(&body) {
+                    Ok(text) => json!(text),
+                    Err(_) => {
+                        json!({ "base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body) })
+                    }
+                };
+            }
+        }
+        json_reply(200, &value)
+    }
+
+    async fn replay(&self, seq: &str) -> Reply {
+        let Ok(seq) = seq.parse::<u64>() else {
+            return error(400, "not an event number");
+        };
+        let route = match self.shared.spool.meta(seq) {
+            Ok(Some(m)) => m.route,
+            Ok(None) => return error(404, "no such event"),
+            Err(e) => return error(503, &e.to_string()),
+        };
+        match self.shared.spool.replay(seq).await {
+            Ok(true) => {
+                self.shared.forwarder().rescan(Some(&route));
+                tracing::info!(target: "pushgate::admin", seq, route = %route, "replayed");
+                json_reply(200, &json!({ "replayed": 1 }))
+            }
+            Ok(false) => error(404, "no such event"),
+            Err(e) => error(503, &e.to_string()),
+        }
+    }
+
+    async fn replay_dead(&self, route: &str) -> Reply {
+        match self.shared.spool.replay_dead(route).await {
+            Ok(n) => {
+                self.shared.forwarder().rescan(Some(route));
+                tracing::info!(target: "pushgate::admin", route, count = n, "replayed dead letters");
+                json_reply(200, &json!({ "replayed": n }))
+            }
+            Err(e) => error(503, &e.to_string()),
+        }
+    }
+
+    async fn purge(&self, q: &HashMap<String, String>) -> Reply {
+        let state = match q.get("state").and_then(|s| parse_state(s)) {
+            Some(State::Pending) | None => return error(400, "state must be dead, quarantined or delivered"),
+            Some(s) => s,
+        };
+        match self.shared.spool.purge(q.get("route").map(String::as_str), state).await {
+            Ok(n) => {
+                tracing::info!(target: "pushgate::admin", route = q.get("route").map_or("*", |r| r.as_str()), ?state, count = n, "purged");
+                json_reply(200, &json!({ "purged": n }))
+            }
+            Err(e) => error(503, &e.to_string()),
+        }
+    }
+}
+
+pub fn parse_state(s: &str) -> Option<State> {
+    match s {
+        "pending" => Some(State::Pending),
+        "delivered" => Some(State::Delivered),
+        "dead" => Some(State::Dead),
+        "quarantined" => Some(State::Quarantined),
+        _ => None,
+    }
+}
+
+/// A time that is neither RFC 3339 nor epoch milliseconds.
+#[derive(Debug)]
+pub struct BadTime;
+
+/// RFC 3339 (`2026-11-23T10:00:00Z`) or epoch milliseconds.
+pub fn parse_time(v: Option<&String>) -> Result<Option<u64>, BadTime> {
+    let Some(v) = v else { return Ok(None) };
+    if let Ok(ms) = v.parse::<u64>() {
+        return Ok(Some(ms));
+    }
+    let t = humantime::parse_rfc3339_weak(v).map_err(|_| BadTime)?;
+    let d = t.duration_since(std::time::UNIX_EPOCH).map_err(|_| BadTime)?;
+    Ok(Some(d.as_millis() as u64))
+}

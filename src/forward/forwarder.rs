@@ -1,0 +1,425 @@
+//! The forwarder: a background service that drains the spool to the app, route by route.
+//!
+//! Each route has its own task, queue and concurrency limit, so a dead app only slows its own
+//! route. Within a route, events are dispatched in acceptance (seq) order; an event whose
+//! ordering key is shared with an earlier undelivered event waits for it, others flow in
+//! parallel. Fresh events arrive from ingest with their body in memory; after a restart or
+//! a replay they are read back from the store. At most [`WINDOW`] events per route are held
+//! in memory: always the oldest, so ordering holds across pages.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use super::retry::{classify, Verdict};
+use super::Delivery;
+use crate::route::Route;
+use crate::shared::{now_ms, Shared};
+use crate::spool::{Meta, Seq, Spool};
+
+/// Most pending events of one route held in memory.
+pub const WINDOW: usize = 4096;
+/// How often the spool gauges are refreshed and delivered events past retention compacted.
+const STATS_EVERY: Duration = Duration::from_secs(5);
+const COMPACT_EVERY: Duration = Duration::from_secs(600);
+
+/// A message to a route's queue.
+enum Msg {
+    /// A delivery ingest has just made durable.
+    Stored {
+        seq: Seq,
+        ordering_key: Option<String>,
+        delivery: Delivery,
+    },
+    /// The store changed behind the queue's back (a replay): look again.
+    Rescan,
+}
+
+/// What ingest and the admin API hold to reach the queues.
+#[derive(Clone)]
+pub struct ForwarderHandle {
+    queues: Arc<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+}
+
+impl ForwarderHandle {
+    /// Hands over a delivery that is durable in the spool.
+    pub fn stored(&self, seq: Seq, ordering_key: Option<String>, delivery: Delivery) {
+        if let Some(q) = self.queues.get(&delivery.route) {
+            let _ = q.send(Msg::Stored {
+                seq,
+                ordering_key,
+                delivery,
+            });
+        }
+    }
+
+    /// A handle that reaches no queue (before the forwarder exists, and in `check`).
+    pub fn detached() -> ForwarderHandle {
+        ForwarderHandle {
+            queues: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// Tells every route (or one) to look at the store again, after a replay.
+    pub fn rescan(&self, route: Option<&str>) {
+        for (name, q) in self.queues.iter() {
+            if route.is_none_or(|r| r == name) {
+                let _ = q.send(Msg::Rescan);
+            }
+        }
+    }
+}
+
+pub struct Forwarder {
+    shared: Arc<Shared>,
+    receivers: std::sync::Mutex<Vec<(String, mpsc::UnboundedReceiver<Msg>)>>,
+}
+
+impl Forwarder {
+    /// One queue per configured route.
+    pub fn new(shared: Arc<Shared>) -> (Forwarder, ForwarderHandle) {
+        let mut queues = HashMap::new();
+        let mut receivers = Vec::new();
+        for route in shared.routes().iter() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.insert(route.name.to_string(), tx);
+            receivers.push((route.name.to_string(), rx));
+        }
+        let f = Forwarder {
+            shared,
+            receivers: std::sync::Mutex::new(receivers),
+        };
+        (
+            f,
+            ForwarderHandle {
+                queues: Arc::new(queues),
+            },
+        )
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Forwarder {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let receivers = std::mem::take(&mut *self.receivers.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut tasks = Vec::new();
+        for (name, rx) in receivers {
+            let q = RouteQueue::new(name, self.shared.clone());
+            tasks.push(tokio::spawn(q.run(rx, shutdown.clone())));
+        }
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        let mut compact = tokio::time::interval(COMPACT_EVERY);
+        loop {
+            tokio::select! {
+                _ = stats.tick() => self.shared.refresh_gauges(),
+                _ = compact.tick() => {
+                    match self.shared.spool.compact(now_ms()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "compacted delivered events past retention"),
+                        Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// One event in a route's queue.
+struct Item {
+    ordering_key: Option<String>,
+    /// Not before this instant.
+    due: Instant,
+    /// Attempts made so far.
+    attempts: u32,
+    received_at_ms: u64,
+    /// The delivery, when ingest handed it over or a previous attempt read it.
+    delivery: Option<Delivery>,
+    in_flight: bool,
+}
+
+struct Done {
+    seq: Seq,
+    verdict: Verdict,
+    delivery: Option<Delivery>,
+}
+
+struct RouteQueue {
+    name: String,
+    shared: Arc<Shared>,
+    items: BTreeMap<Seq, Item>,
+    in_flight: usize,
+    keys_in_flight: HashSet<String>,
+    /// More pending events are in the store past `high_water` than the window holds.
+    more_in_store: bool,
+    high_water: Option<Seq>,
+}
+
+impl RouteQueue {
+    fn new(name: String, shared: Arc<Shared>) -> RouteQueue {
+        RouteQueue {
+            name,
+            shared,
+            items: BTreeMap::new(),
+            in_flight: 0,
+            keys_in_flight: HashSet::new(),
+            more_in_store: true,
+            high_water: None,
+        }
+    }
+
+    fn route(&self) -> Option<Arc<Route>> {
+        self.shared.routes().by_name(&self.name).cloned()
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut shutdown: ShutdownWatch) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        self.load(true);
+        loop {
+            let next_due = self.dispatch(&done_tx);
+            let sleep = async {
+                match next_due {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Stored { seq, ordering_key, delivery }) => self.admit(seq, ordering_key, delivery),
+                    Some(Msg::Rescan) => self.load(true),
+                    None => return,
+                },
+                Some(done) = done_rx.recv() => self.finish(done),
+                _ = sleep => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.more_in_store && self.items.len() < WINDOW / 2 {
+                self.load(false);
+            }
+        }
+    }
+
+    /// Reads pending events from the store: from the start (`fresh`, at boot and after a
+    /// replay) or past what the window already holds.
+    fn load(&mut self, fresh: bool) {
+        let after = if fresh { None } else { self.high_water };
+        let room = WINDOW.saturating_sub(self.items.len()).max(1);
+        let metas: Vec<Meta> = match self.shared.spool.pending(&self.name, after, room) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(route = %self.name, error = %e, "cannot read pending events; retrying later");
+                return;
+            }
+        };
+        self.more_in_store = metas.len() >= room;
+        let now = Instant::now();
+        let wall = now_ms();
+        for m in metas {
+            self.high_water = self.high_water.max(Some(m.seq));
+            self.items.entry(m.seq).or_insert_with(|| Item {
+                ordering_key: m.ordering_key.clone(),
+                due: now + Duration::from_millis(m.next_attempt_at_ms.saturating_sub(wall)),
+                attempts: m.attempts,
+                received_at_ms: m.received_at_ms,
+                delivery: None,
+                in_flight: false,
+            });
+        }
+    }
+
+    fn admit(&mut self, seq: Seq, ordering_key: Option<String>, delivery: Delivery) {
+        if self.more_in_store && self.high_water.is_some_and(|h| seq > h) {
+            return; // the window is full: it will be read from the store in its turn
+        }
+        self.high_water = self.high_water.max(Some(seq));
+        let received_at_ms = delivery.received_at_ms;
+        self.items.entry(seq).or_insert(Item {
+            ordering_key,
+            due: Instant::now(),
+            attempts: 0,
+            received_at_ms,
+            delivery: Some(delivery),
+            in_flight: false,
+        });
+    }
+
+    /// Starts every delivery that may go now; returns when the next waiting one is due.
+    fn dispatch(&mut self, done: &mpsc::UnboundedSender<Done>) -> Option<Instant> {
+        let route = self.route()?;
+        let now = Instant::now();
+        let mut next_due: Option<Instant> = None;
+        // Keys held by an earlier event (in flight, or waiting for its retry) block later ones.
+        let mut blocked: HashSet<String> = self.keys_in_flight.clone();
+        for (&seq, item) in self.items.iter_mut() {
+            if self.in_flight >= route.upstream.concurrency {
+                break;
+            }
+            if item.in_flight {
+                continue;
+            }
+            if item.ordering_key.as_ref().is_some_and(|k| blocked.contains(k)) {
+                continue;
+            }
+            if item.due > now {
+                next_due = Some(next_due.map_or(item.due, |n: Instant| n.min(item.due)));
+                if let Some(k) = &item.ordering_key {
+                    blocked.insert(k.clone());
+                }
+                continue;
+            }
+            item.in_flight = true;
+            self.in_flight += 1;
+            if let Some(k) = &item.ordering_key {
+                blocked.insert(k.clone());
+                self.keys_in_flight.insert(k.clone());
+            }
+            let attempt = item.attempts + 1;
+            let age = Duration::from_millis(now_ms().saturating_sub(item.received_at_ms));
+            let job = Attempt {
+                seq,
+                attempt,
+                age,
+                delivery: item.delivery.take(),
+                route: route.clone(),
+                shared: self.shared.clone(),
+            };
+            let done = done.clone();
+            tokio::spawn(async move {
+                let _ = done.send(job.run().await);
+            });
+        }
+        next_due
+    }
+
+    fn finish(&mut self, done: Done) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let Some(item) = self.items.get_mut(&done.seq) else {
+            return;
+        };
+        if let Some(k) = &item.ordering_key {
+            self.keys_in_flight.remove(k);
+        }
+        match done.verdict {
+            Verdict::Retry { after, .. } => {
+                item.in_flight = false;
+                item.attempts += 1;
+                item.due = Instant::now() + after;
+                item.delivery = done.delivery;
+            }
+            Verdict::Delivered | Verdict::Dead { .. } => {
+                self.items.remove(&done.seq);
+            }
+        }
+    }
+}
+
+/// One delivery attempt and the bookkeeping of its verdict.
+struct Attempt {
+    seq: Seq,
+    attempt: u32,
+    age: Duration,
+    delivery: Option<Delivery>,
+    route: Arc<Route>,
+    shared: Arc<Shared>,
+}
+
+impl Attempt {
+    async fn run(self) -> Done {
+        let name = self.route.name.as_str();
+        let delivery = match self.delivery {
+            Some(d) => d,
+            None => match read_back(&self.shared.spool, self.seq) {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    // Purged or no longer pending: nothing to deliver.
+                    return Done {
+                        seq: self.seq,
+                        verdict: Verdict::Delivered,
+                        delivery: None,
+                    };
+                }
+                Err(e) => {
+                    let reason = format!("cannot read the event back: {e}");
+                    return Done {
+                        seq: self.seq,
+                        verdict: Verdict::Retry {
+                            after: Duration::from_secs(5),
+                            reason,
+                        },
+                        delivery: None,
+                    };
+                }
+            },
+        };
+        let started = Instant::now();
+        let result = self
+            .shared
+            .client
+            .send(&self.route.upstream, &delivery, self.attempt)
+            .await;
+        self.shared
+            .metrics
+            .forward_seconds
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        let verdict = classify(&result, self.attempt, self.age, self.route.upstream.max_age);
+        let ids = delivery.event_ids.join(",");
+        let stored = match &verdict {
+            Verdict::Delivered => {
+                self.shared
+                    .metrics
+                    .forward
+                    .with_label_values(&[name, "delivered"])
+                    .inc();
+                tracing::debug!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, "delivered");
+                self.shared.spool.mark_delivered(self.seq).await
+            }
+            Verdict::Retry { after, reason } => {
+                self.shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
+                tracing::info!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, retry_in_ms = after.as_millis() as u64, reason = %reason, "delivery failed, will retry");
+                let next = now_ms() + after.as_millis() as u64;
+                self.shared.spool.mark_retry(self.seq, self.attempt, next, reason).await
+            }
+            Verdict::Dead { reason } => {
+                self.shared.metrics.forward.with_label_values(&[name, "dead"]).inc();
+                tracing::warn!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, reason = %reason, "dead letter");
+                self.shared.spool.mark_dead(self.seq, self.attempt, reason).await
+            }
+        };
+        if let Err(e) = stored {
+            // The verdict stands in memory; after a restart the event is pending again and is
+            // delivered again (at least once).
+            tracing::warn!(route = name, seq = self.seq, error = %e, "cannot record the delivery outcome");
+        }
+        Done {
+            seq: self.seq,
+            verdict,
+            delivery: Some(delivery),
+        }
+    }
+}
+
+/// Rebuilds a delivery from the store (after a restart or a replay).
+fn read_back(spool: &Spool, seq: Seq) -> Result<Option<Delivery>, crate::spool::StorageError> {
+    let Some(meta) = spool.meta(seq)? else { return Ok(None) };
+    if meta.state != crate::spool::State::Pending {
+        return Ok(None);
+    }
+    let Some(body) = spool.body(seq)? else { return Ok(None) };
+    Ok(Some(Delivery {
+        route: meta.route,
+        event_ids: meta.event_ids,
+        client_dn: meta.client_dn,
+        received_at_ms: meta.received_at_ms,
+        headers: meta.headers,
+        body,
+    }))
+}
