@@ -421,6 +421,11 @@ async fn gateway_json_and_nvp_with_and_without_notification_id() {
     );
     assert!(got[2].header("x-pushgate-event-id").unwrap().starts_with("sha256:"));
     assert!(got.iter().all(|r| r.header("x-notification-secret").is_none()));
+    let logs = s.gate.logs();
+    assert!(
+        !logs.contains(SECRET) && !logs.contains("5555"),
+        "no secret or card number is logged"
+    );
 }
 
 // ---- Ethoca ----------------------------------------------------------------------------------
@@ -477,6 +482,7 @@ async fn ethoca_alerts_are_forwarded_per_alert_and_acknowledged_each() {
     assert_eq!(got[0].body, array_of(&raw_alerts(&body)).as_bytes());
     assert_eq!(got[1].body, array_of(&[&a3]).as_bytes());
     assert_eq!(event_ids(&got[1]), ["A0SAMPLE0000000000000003Z"]);
+    assert!(!s.gate.logs().contains("5555"), "no card number is logged");
 }
 
 /// The elements of the body's `alerts` array exactly as written.
