@@ -377,11 +377,21 @@ mod tests {
         let got = ids(&x);
         assert_eq!(got.len(), 3);
         assert_eq!(got[2], ("c0ffee00-5a3e-4d6b-9f21-000000000001", IdSource::Sender));
-        for (id, source) in &got[..2] {
-            assert_eq!(*source, IdSource::Hash);
-            assert!(id.starts_with("sha256:") && id.len() == 7 + 64, "{id}");
-        }
-        assert_ne!(got[0].0, got[1].0);
+        // Pinned: the documented canonical form, cross-checked with Python's
+        // json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+        assert_eq!(
+            got[..2],
+            [
+                (
+                    "sha256:9b7d6e77dcb956b0b4030b53f700ba8336cb78837f81a76036d1950b9be7aa0f",
+                    IdSource::Hash
+                ),
+                (
+                    "sha256:d202261aff2ad27c762bce72ae6ce96c1ba935e55e92be3c6a59a04fa051ab96",
+                    IdSource::Hash
+                ),
+            ]
+        );
         // Each element's bytes are a slice of the body, exactly as sent.
         for e in &x.events {
             let start = e.bytes.as_ptr() as usize - body.as_ptr() as usize;
