@@ -17,7 +17,7 @@ pub use values::{read_key_material, resolve_secret, Dur, Secret, Size};
 use crate::checks::{RouteAuth, SecretCheck};
 use crate::forward::Upstream;
 use crate::identity::ClientDn;
-use crate::profile::{Profile, ProfileOverrides};
+use crate::profile::{AnswerOverrides, Profile, ProfileOverrides};
 use crate::route::{AckMode, Route, RouteName};
 
 /// Body limit when a route does not set `max_body`.
@@ -227,6 +227,8 @@ struct RawRoute {
     profile: String,
     #[serde(default)]
     events: ProfileOverrides,
+    #[serde(default)]
+    answer: AnswerOverrides,
     #[serde(default)]
     client_dn: Vec<String>,
     #[serde(default)]
@@ -494,7 +496,7 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         ));
     }
 
-    let profile = Profile::build(&r.profile, r.events).map_err(|m| err(&key("profile"), m))?;
+    let profile = Profile::build(&r.profile, r.events, r.answer).map_err(|m| err(&key("profile"), m))?;
     if profile.requires_secret() && auth.secret().is_none() {
         return Err(err(
             &key("secret"),

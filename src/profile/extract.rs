@@ -283,21 +283,67 @@ fn bytes_hash(bytes: &[u8]) -> EventId {
     EventId::new(&format!("sha256:{}", hex::encode(Sha256::digest(bytes))))
 }
 
-/// SHA-256 of the event's canonical JSON with the `exclude` top-level fields removed.
-/// Canonical: object keys sorted by their UTF-8 bytes at every depth, no insignificant white
-/// space, strings with serde_json's minimal escaping, numbers as serde_json prints them.
-/// So a re-delivery that only changes an excluded field (CEN's `pushStatus`) or the layout
-/// keeps its id.
+/// SHA-256 of the event's canonical JSON with the `exclude` top-level fields removed, so that
+/// a re-delivery that only changes an excluded field (CEN's `pushStatus`) or the layout keeps
+/// its id. Canonical JSON (docs/profiles.md repeats this; keep them together):
+/// - no white space outside strings;
+/// - object members sorted by key, comparing the keys' UTF-8 bytes, at every depth; when a
+///   key is repeated the last value counts (as in any JSON parser that keeps one);
+/// - array elements in their order;
+/// - strings with `"`, `\` and control characters escaped (`\n \r \t \b \f`, else
+///   `\u00xx` in lower-case hex), everything else as raw UTF-8 (`/` and non-ASCII unescaped);
+/// - `true`, `false`, `null`; integers that fit in 64 bits in plain decimal; every other
+///   number as the shortest text that reads back as the same IEEE 754 double, with a `.0`
+///   when it would otherwise look like an integer (`1e2` → `100.0`, `1.50` → `1.5`).
+///
+/// The id is `sha256:` and the lower-case hex digest of those bytes.
 fn canonical_hash(mut value: Value, exclude: &[String]) -> EventId {
     if let Value::Object(map) = &mut value {
         for field in exclude {
             map.remove(field);
         }
     }
-    // serde_json's map is a BTreeMap (the `preserve_order` feature is off), so serialising
-    // sorts the keys. Serialising a Value cannot fail.
-    let canonical = serde_json::to_vec(&value).unwrap_or_default();
+    let mut canonical = Vec::new();
+    write_canonical(&value, &mut canonical);
     bytes_hash(&canonical)
+}
+
+/// Sorts keys itself rather than relying on serde_json's map order, which a dependency that
+/// turns on `preserve_order` would silently change. Recursion is bounded by serde_json's parse
+/// depth limit (128).
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (key, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String(key.clone()), out);
+                out.push(b':');
+                write_canonical(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+/// Strings, numbers, booleans and null as serde_json writes them (compact).
+fn write_scalar(value: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(value.to_string().as_bytes());
 }
 
 #[cfg(test)]
@@ -406,5 +452,58 @@ mod tests {
         assert_eq!(run(&s, &long, &[]).unwrap_err(), BodyError::BadId);
         let e = run(&s, r#"{"id":42}"#, &[]).unwrap();
         assert_eq!(e.events[0].id.as_str(), "42");
+    }
+
+    fn canonical(text: &str) -> String {
+        let mut out = Vec::new();
+        write_canonical(&serde_json::from_str(text).unwrap(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn canonical_json_is_as_documented() {
+        // Keys sorted by bytes at every depth, no white space, numbers normalised.
+        assert_eq!(
+            canonical(r#" { "b" : 1, "a" : { "y" : [ 1, 2.50, 1e2 ], "x" : "\u00e9" }, "B": null } "#),
+            r#"{"B":null,"a":{"x":"é","y":[1,2.5,100.0]},"b":1}"#
+        );
+        // Escapes: quote, backslash, control characters; `/` and non-ASCII stay raw.
+        assert_eq!(
+            canonical(r#"["a\"b\\c\/d\n\u0001\u007f€"]"#),
+            "[\"a\\\"b\\\\c/d\\n\\u0001\u{7f}€\"]"
+        );
+        assert_eq!(canonical(r#"{"k":1,"k":2}"#), r#"{"k":2}"#);
+        assert_eq!(
+            canonical("[true,false,null,-7,18446744073709551615]"),
+            "[true,false,null,-7,18446744073709551615]"
+        );
+    }
+
+    #[test]
+    fn canonical_hash_ignores_layout_order_and_excluded_fields() {
+        let exclude = vec!["pushStatus".to_string()];
+        let a: Value =
+            serde_json::from_str(r#"{"subject":"CLEARING","content":{"b":1,"a":2},"pushStatus":"PENDING"}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{ "pushStatus":"DELIVERED", "content":{"a":2, "b":1.0e0}, "subject":"CLEARING" }"#)
+                .unwrap();
+        // 1 and 1.0 are different numbers to serde_json: only the integer form matches.
+        assert_ne!(canonical_hash(a.clone(), &exclude), canonical_hash(b, &exclude));
+        let c: Value =
+            serde_json::from_str(r#"{ "pushStatus":"DELIVERED", "content":{"a":2, "b":1}, "subject":"CLEARING" }"#)
+                .unwrap();
+        assert_eq!(canonical_hash(a.clone(), &exclude), canonical_hash(c, &exclude));
+        // Only top-level fields are excluded.
+        let nested: Value = serde_json::from_str(r#"{"content":{"pushStatus":"X"}}"#).unwrap();
+        let other: Value = serde_json::from_str(r#"{"content":{"pushStatus":"Y"}}"#).unwrap();
+        assert_ne!(canonical_hash(nested, &exclude), canonical_hash(other, &exclude));
+        // The documented worked example (docs/profiles.md).
+        assert_eq!(
+            canonical_hash(a, &exclude).as_str(),
+            format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(br#"{"content":{"a":2,"b":1},"subject":"CLEARING"}"#))
+            )
+        );
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! There is one extractor ([`extract`]) driven by an [`EventSpec`]; each sender profile is a
 //! preset of that spec (data, not code), and a route's `events:` block can override any knob.
-//! `generic` is the empty preset: JSON body, one event, id = SHA-256 of the bytes.
+//! `generic` is the empty preset: JSON body, one event, id = SHA-256 of the bytes. A route's
+//! `answer:` block likewise overrides the preset's [`Answer`].
 
 mod answer;
 mod extract;
 
 use serde::Deserialize;
 
-pub use answer::Answer;
+pub use answer::{Answer, AnswerBody, AnswerOverrides, PerEvent};
 pub use extract::{extract, BodyError, Event, EventId, Extracted, IdSource};
 
 /// How a body is parsed.
@@ -82,12 +83,19 @@ pub struct Profile {
 }
 
 /// The profile names a route may use.
-pub const PROFILES: &[&str] = &["generic", "mastercard-xbs", "mastercard-gateway"];
+pub const PROFILES: &[&str] = &[
+    "generic",
+    "mastercard-xbs",
+    "mastercard-cen",
+    "mastercard-gateway",
+    "ethoca-alerts",
+];
 
 impl Profile {
-    /// The preset named `name`, with a route's overrides applied and checked.
-    pub fn build(name: &str, o: ProfileOverrides) -> Result<Profile, String> {
+    /// The preset named `name`, with a route's `events:` and `answer:` blocks applied and checked.
+    pub fn build(name: &str, o: ProfileOverrides, answer: AnswerOverrides) -> Result<Profile, String> {
         let mut p = preset(name).ok_or_else(|| format!("unknown profile `{name}`; known: {}", PROFILES.join(", ")))?;
+        p.answer = p.answer.with_overrides(answer)?;
         let s = &mut p.spec;
         if let Some(f) = o.format {
             s.format = f;
@@ -122,6 +130,9 @@ impl Profile {
         }
         if s.array.is_some() && s.format != BodyFormat::Json {
             return Err("events.array needs events.format json".into());
+        }
+        if !s.hash_exclude.is_empty() && !matches!(s.format, BodyFormat::Json | BodyFormat::JsonOrForm) {
+            return Err("events.hash_exclude needs a json format".into());
         }
         Ok(p)
     }
@@ -160,6 +171,21 @@ fn preset(name: &str) -> Option<Profile> {
             answer: Answer::empty(),
             requires_secret: false,
         },
+        // Commercial Event Notifications: the body is a JSON array of notifications from one or
+        // more subscriptions. Only ICMP (token) notifications carry `idempotencyKey`; the others
+        // have no id, so they are keyed by their canonical JSON without `pushStatus`, the one
+        // field a re-push may change. 200, no body.
+        "mastercard-cen" => Profile {
+            name: "mastercard-cen",
+            spec: EventSpec {
+                array: Some(String::new()),
+                id_pointers: strs(&["/idempotencyKey"]),
+                hash_exclude: strs(&["pushStatus"]),
+                ..base
+            },
+            answer: Answer::empty(),
+            requires_secret: false,
+        },
         // Gateway webhooks: REST-JSON or NVP; `X-Notification-Id` is identical on re-delivery;
         // the order id orders events; the secret header is the only authentication.
         "mastercard-gateway" => Profile {
@@ -173,6 +199,19 @@ fn preset(name: &str) -> Option<Profile> {
             answer: Answer::empty(),
             requires_secret: true,
         },
+        // Ethoca Alerts push: an array of alerts, each with a 25-character `alertId`, and an
+        // acknowledgement listing each alert with SUCCESS. The request's and the answer's field
+        // names are assumed (the push spec was not available): all of them can be overridden.
+        "ethoca-alerts" => Profile {
+            name: "ethoca-alerts",
+            spec: EventSpec {
+                array: Some("/alerts".into()),
+                id_pointers: strs(&["/alertId"]),
+                ..base
+            },
+            answer: Answer::per_event(PerEvent::default()),
+            requires_secret: false,
+        },
         _ => return None,
     })
 }
@@ -180,30 +219,235 @@ fn preset(name: &str) -> Option<Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    /// Builds from the YAML of a route's `events:` and `answer:` blocks ("" = absent).
+    fn build(name: &str, events: &str, answer: &str) -> Result<Profile, String> {
+        fn parse<T: Default + serde::de::DeserializeOwned>(yaml: &str) -> T {
+            if yaml.is_empty() {
+                T::default()
+            } else {
+                serde_yaml_ng::from_str(yaml).unwrap()
+            }
+        }
+        Profile::build(name, parse(events), parse(answer))
+    }
+
+    fn preset_only(name: &str) -> Profile {
+        Profile::build(name, ProfileOverrides::default(), AnswerOverrides::default()).unwrap()
+    }
 
     #[test]
     fn unknown_profile_and_bad_overrides_are_refused() {
-        assert!(Profile::build("nope", ProfileOverrides::default())
+        assert!(build("nope", "", "").unwrap_err().contains("unknown profile"));
+        assert!(build("generic", "id_pointer: eventRef", "")
             .unwrap_err()
-            .contains("unknown profile"));
-        let o: ProfileOverrides = serde_yaml_ng::from_str("id_pointer: eventRef").unwrap();
-        assert!(Profile::build("generic", o).unwrap_err().contains("JSON pointer"));
-        let o: ProfileOverrides = serde_yaml_ng::from_str("format: any\nid_pointer: /a").unwrap();
-        assert!(Profile::build("generic", o).is_err());
-        let o: ProfileOverrides = serde_yaml_ng::from_str("nonsense: 1")
-            .map(|o: ProfileOverrides| o)
-            .unwrap_or_default();
-        assert!(o.id_pointer.is_none());
+            .contains("JSON pointer"));
+        assert!(build("generic", "format: any\nid_pointer: /a", "").is_err());
+        assert!(build("mastercard-cen", "format: form", "").is_err());
+        assert!(build("generic", "format: form\nhash_exclude: [a]", "").is_err());
+        assert!(build("generic", "", "status: 404").unwrap_err().contains("2xx"));
+        assert!(serde_yaml_ng::from_str::<ProfileOverrides>("nonsense: 1").is_err());
     }
 
     #[test]
     fn overrides_apply() {
-        let o: ProfileOverrides = serde_yaml_ng::from_str("id_header: X-Event-Id\nid_pointer: [/a, /b]").unwrap();
-        let p = Profile::build("generic", o).unwrap();
+        let p = build("generic", "id_header: X-Event-Id\nid_pointer: [/a, /b]", "").unwrap();
         assert_eq!(p.spec.id_header.unwrap().as_str(), "x-event-id");
         assert_eq!(p.spec.id_pointers, vec!["/a", "/b"]);
-        assert!(Profile::build("mastercard-gateway", ProfileOverrides::default())
-            .unwrap()
-            .requires_secret());
+        assert!(preset_only("mastercard-gateway").requires_secret());
+        let p = build(
+            "ethoca-alerts",
+            "array: /items\nid_pointer: /id",
+            "per_event: { list: items, id_field: id }",
+        )
+        .unwrap();
+        assert_eq!(
+            (p.spec.array.as_deref(), p.spec.id_pointers.as_slice()),
+            (Some("/items"), &["/id".to_string()][..])
+        );
+        assert!(matches!(&p.answer.body, AnswerBody::PerEvent(pe) if pe.list == "items" && pe.id_field == "id"));
+    }
+
+    #[test]
+    fn every_listed_profile_has_a_preset() {
+        for name in PROFILES {
+            assert_eq!(preset_only(name).name, *name);
+        }
+    }
+
+    fn sample(name: &str) -> Bytes {
+        let path = format!("{}/examples/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+        Bytes::from(std::fs::read(&path).unwrap())
+    }
+
+    fn run(profile: &str, body: &Bytes, headers: &[(&str, &str)]) -> Extracted {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        extract(&preset_only(profile).spec, body, &h).unwrap()
+    }
+
+    fn ids(x: &Extracted) -> Vec<(&str, IdSource)> {
+        x.events.iter().map(|e| (e.id.as_str(), e.id_source)).collect()
+    }
+
+    /// The contract each preset keeps, over the documented shapes in examples/samples.
+    #[test]
+    fn presets_find_the_documented_ids() {
+        use IdSource::Sender;
+        // (profile, sample file, request headers, the ids it must find)
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: [Case; 7] = [
+            (
+                "mastercard-xbs",
+                "xbs-status-change.json",
+                &[],
+                &["ref_Xq7Lm2Vb9Tc4Rz8Wp1Nd6Kf3Hs5Gj0Ya"],
+            ),
+            (
+                "mastercard-xbs",
+                "xbs-status-change-snake.json",
+                &[],
+                &["ref_Bn4Qw8Ze1Mr6Tx3Ly9Pc2Vk7Ja5Hd0Sg"],
+            ),
+            (
+                "mastercard-xbs",
+                "xbs-carded-rate.json",
+                &[],
+                &["ref_Cr3Dt7Fy1Gu5Hi9Jo2Kp6Lq0Mr4Ns8Ot"],
+            ),
+            // The top-level eventRef, not the one inside requestStatus.requestHistory.
+            (
+                "mastercard-xbs",
+                "xbs-rfi.json",
+                &[],
+                &["ref_Rf1Ia2Mb3Nc4Od5Pe6Qf7Rg8Sh9Ti0Uj"],
+            ),
+            (
+                "mastercard-gateway",
+                "gateway.json",
+                &[("x-notification-id", "N-1")],
+                &["N-1"],
+            ),
+            (
+                "mastercard-gateway",
+                "gateway.nvp",
+                &[
+                    ("x-notification-id", "N-2"),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                &["N-2"],
+            ),
+            (
+                "ethoca-alerts",
+                "ethoca-alerts.json",
+                &[],
+                &["A0SAMPLE0000000000000001Z", "A0SAMPLE0000000000000002Z"],
+            ),
+        ];
+        for (profile, file, headers, want) in cases {
+            let x = run(profile, &sample(file), headers);
+            let want: Vec<_> = want.iter().map(|id| (*id, Sender)).collect();
+            assert_eq!(ids(&x), want, "{profile} {file}");
+        }
+    }
+
+    #[test]
+    fn xbs_account_validation_and_unknown_shapes() {
+        // Account validation's payload was not published: the generic eventRef rule applies.
+        let body = Bytes::from_static(
+            br#"{"eventRef":"ref_av_1","eventType":"ACCOUNT_VALIDATION","refId":"r1","status":"SUCCESS"}"#,
+        );
+        assert_eq!(
+            ids(&run("mastercard-xbs", &body, &[])),
+            [("ref_av_1", IdSource::Sender)]
+        );
+        // No eventRef at all: keyed by the body's hash and counted as missing an id.
+        let body = Bytes::from_static(br#"{"refId":"r1","status":"SUCCESS"}"#);
+        assert_eq!(run("mastercard-xbs", &body, &[]).events[0].id_source, IdSource::Hash);
+    }
+
+    #[test]
+    fn cen_keys_each_element() {
+        let body = sample("cen-batch.json");
+        let x = run("mastercard-cen", &body, &[]);
+        assert!(x.batch);
+        let got = ids(&x);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[2], ("c0ffee00-5a3e-4d6b-9f21-000000000001", IdSource::Sender));
+        // Pinned: the documented canonical form, cross-checked with Python's
+        // json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=False).
+        assert_eq!(
+            got[..2],
+            [
+                (
+                    "sha256:9b7d6e77dcb956b0b4030b53f700ba8336cb78837f81a76036d1950b9be7aa0f",
+                    IdSource::Hash
+                ),
+                (
+                    "sha256:d202261aff2ad27c762bce72ae6ce96c1ba935e55e92be3c6a59a04fa051ab96",
+                    IdSource::Hash
+                ),
+            ]
+        );
+        // Each element's bytes are a slice of the body, exactly as sent.
+        for e in &x.events {
+            let start = e.bytes.as_ptr() as usize - body.as_ptr() as usize;
+            assert_eq!(&body[start..start + e.bytes.len()], &e.bytes[..]);
+            assert!(e.bytes.starts_with(b"{") && e.bytes.ends_with(b"}"));
+        }
+        // A re-push with another pushStatus and another layout is the same event.
+        let mut first: serde_json::Value = serde_json::from_slice(&x.events[0].bytes).unwrap();
+        first["pushStatus"] = "DELIVERED".into();
+        let again = Bytes::from(format!("[{}]", serde_json::to_string_pretty(&first).unwrap()));
+        assert_eq!(run("mastercard-cen", &again, &[]).events[0].id.as_str(), got[0].0);
+    }
+
+    #[test]
+    fn gateway_ids_and_order_keys_in_both_formats() {
+        let form = ("content-type", "application/x-www-form-urlencoded");
+        let json = run(
+            "mastercard-gateway",
+            &sample("gateway.json"),
+            &[("x-notification-id", "N-1")],
+        );
+        assert_eq!(json.events[0].ordering_key.as_deref(), Some("ORD-SAMPLE-0001"));
+        let nvp = run("mastercard-gateway", &sample("gateway.nvp"), &[form]);
+        let e = &nvp.events[0];
+        assert_eq!(
+            (e.ordering_key.as_deref(), e.id_source),
+            (Some("ORD-SAMPLE-0002"), IdSource::Hash)
+        );
+        // Without a Content-Type the first byte decides.
+        let nvp = run(
+            "mastercard-gateway",
+            &sample("gateway.nvp"),
+            &[("x-notification-id", "N-3")],
+        );
+        assert_eq!(nvp.events[0].ordering_key.as_deref(), Some("ORD-SAMPLE-0002"));
+    }
+
+    #[test]
+    fn ethoca_answers_each_alert() {
+        let p = preset_only("ethoca-alerts");
+        let x = run("ethoca-alerts", &sample("ethoca-alerts.json"), &[]);
+        let (status, ct, body) = p.answer.render(&x.events);
+        assert_eq!((status, ct), (200, Some("application/json")));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"alerts": [
+                {"alertId": "A0SAMPLE0000000000000001Z", "status": "SUCCESS"},
+                {"alertId": "A0SAMPLE0000000000000002Z", "status": "SUCCESS"},
+            ]})
+        );
+        // The other presets answer 200 with no body.
+        for name in ["generic", "mastercard-xbs", "mastercard-cen", "mastercard-gateway"] {
+            let p = preset_only(name);
+            let (status, ct, body) = p.answer.render(&x.events);
+            assert_eq!((status, ct, body.len()), (200, None, 0), "{name}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod gate;
+pub mod samples;
 pub mod sender;
 
 pub use app::{App, Received};
