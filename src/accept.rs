@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::dedupe::{ClaimGuard, Key};
 use crate::forward::{Delivery, SendError};
-use crate::profile::{Event, Extracted, IdSource};
+use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::reply::{Outcome, Reply};
 use crate::route::{AckMode, Route};
 use crate::shared::Shared;
@@ -67,7 +67,13 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     };
 
     match n.route.ack {
-        AckMode::Upstream => deliver_now(shared, &n.route, &delivery, guards, tally).await,
+        AckMode::Upstream => {
+            // A sender whose contract is an answer per event (Ethoca) gets pushgate's answer once
+            // the app has taken the events; other senders get the app's own answer.
+            let own = matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_))
+                .then(|| Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body));
+            deliver_now(shared, &n.route, &delivery, guards, tally, own).await
+        }
         AckMode::Spool => {
             let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
             let stored = shared.spool.append(NewDelivery {
@@ -148,6 +154,7 @@ async fn deliver_now(
     delivery: &Delivery,
     guards: Vec<ClaimGuard>,
     tally: &mut EventTally,
+    own_answer: Option<Reply>,
 ) -> Reply {
     let started = std::time::Instant::now();
     let result = shared.client.send(&route.upstream, delivery, 1).await;
@@ -162,7 +169,7 @@ async fn deliver_now(
             // Delivered: only now are the ids seen.
             guards.into_iter().for_each(ClaimGuard::commit);
             shared.metrics.forward.with_label_values(&[name, "delivered"]).inc();
-            Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body)
+            own_answer.unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body))
         }
         Ok(resp) => {
             drop(guards);

@@ -500,7 +500,6 @@ fn raw_alerts(body: &[u8]) -> Vec<&str> {
 /// already-seen alerts is acknowledged alert by alert. (With `ack: upstream` the app's own
 /// answer is relayed whenever something was new: see accept.rs.)
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs ack: spool, which is being built on main; enable once merged"]
 async fn ethoca_mixed_push_is_acknowledged_alert_by_alert_with_spool() {
     let s = Setup::with_ack("spool").await;
     let (a1, a2) = (alert("A0SAMPLE0000000000000001Z"), alert("A0SAMPLE0000000000000002Z"));

@@ -197,6 +197,13 @@ async fn retries_carry_attempt_numbers_and_400_makes_a_dead_letter_that_replays(
     let (status, body) = admin(gate.admin, "POST", "/api/routes/gw/replay-dead").await;
     assert_eq!((status, body.as_str()), (200, r#"{"replayed":1}"#));
     eventually(20, "the replayed dead letter is delivered", || gw_calls() == 2).await;
+    // The app has it; the store records it an instant later.
+    eventually(10, "the store marks it delivered", || {
+        futures_block(admin(gate.admin, "GET", "/api/events?route=gw&state=delivered"))
+            .1
+            .contains("GW-DEAD-1")
+    })
+    .await;
     let (_, delivered) = admin(gate.admin, "GET", "/api/events?route=gw&state=delivered").await;
     let page: serde_json::Value = serde_json::from_str(&delivered).unwrap();
     assert_eq!(
