@@ -28,6 +28,7 @@ pub struct Admin {
     pub token: Option<Secret>,
     /// The notification listener, probed by `/readyz`.
     pub listen_addr: std::net::SocketAddr,
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 type Reply = Response<Vec<u8>>;
@@ -88,7 +89,11 @@ impl ServeHttp for Admin {
             ("POST", ["api", "events", seq, "replay"]) => self.replay(seq).await,
             ("POST", ["api", "routes", route, "replay-dead"]) => self.replay_dead(route).await,
             ("POST", ["api", "purge"]) => self.purge(&query).await,
-            (_, ["healthz" | "readyz" | "metrics"]) | (_, ["api", ..]) => error(405, "method not allowed"),
+            ("POST", ["reload"]) => match self.reloader.reload().await {
+                Ok(summary) => json_reply(200, &json!({ "reloaded": true, "summary": summary })),
+                Err(reason) => json_reply(400, &json!({ "reloaded": false, "error": reason })),
+            },
+            (_, ["healthz" | "readyz" | "metrics" | "reload"]) | (_, ["api", ..]) => error(405, "method not allowed"),
             _ => error(404, "not found"),
         }
     }

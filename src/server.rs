@@ -17,6 +17,7 @@ use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::profile::EventId;
+use crate::reload::{Fixed, Reloader, SighupService};
 use crate::route::{RouteName, Routes};
 use crate::shared::Shared;
 use crate::spool::{Spool, SpoolOptions};
@@ -52,7 +53,6 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     pingora::tls::install_default_crypto_provider();
 
     let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
-    let live_tls = LiveTls::new(&material);
 
     // The store first: nothing is accepted unless it can be made durable.
     let spool_options = SpoolOptions {
@@ -65,13 +65,21 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let remembered = rebuild_dedupe(&dedupe, &spool, config.dedupe.ttl)?;
 
     let metrics = Arc::new(Metrics::new());
+    let live_tls = LiveTls::new(&material, metrics.clone());
     let listen_addr = config.listen.addr.clone();
     let admin_addr = config.admin.addr.clone();
     let admin_token = config.admin.token.clone();
     let server_conf = server_conf(&config);
+    let fixed = Fixed::of(&config);
     let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, spool, metrics));
     let (forwarder, handle) = Forwarder::new(shared.clone());
     shared.set_forwarder(handle);
+    let reloader = Arc::new(Reloader::new(
+        path.clone().into(),
+        shared.clone(),
+        live_tls.clone(),
+        fixed,
+    ));
 
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
@@ -81,6 +89,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     ingest.add_tls_with_settings(&listen_addr, None, settings);
     server.add_service(ingest);
     server.add_service(background_service("forwarder", forwarder));
+    server.add_service(background_service("sighup", SighupService(reloader.clone())));
     if let Some(addr) = admin_addr {
         let listen_sa = listen_addr.parse().map_err(|_| format!("listen.addr {listen_addr}"))?;
         let mut admin = Service::new(
@@ -89,6 +98,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
                 shared: shared.clone(),
                 token: admin_token,
                 listen_addr: listen_sa,
+                reloader,
             },
         );
         admin.add_tcp(&addr);

@@ -20,6 +20,10 @@ use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureS
 
 use crate::config::Listen;
 use crate::identity::ClientIdentity;
+use crate::metrics::{Metrics, NO_ROUTE};
+
+/// A certificate this close to its expiry is warned about in the log.
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
 
 /// Everything the listener's TLS needs, loaded and checked.
 pub struct TlsMaterial {
@@ -106,19 +110,44 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 pub struct LiveTls {
     cert: Arc<RwLock<Arc<CertifiedKey>>>,
     verifier: Arc<RwLock<Option<Arc<dyn ClientCertVerifier>>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl LiveTls {
-    pub fn new(m: &TlsMaterial) -> LiveTls {
+    pub fn new(m: &TlsMaterial, metrics: Arc<Metrics>) -> LiveTls {
+        publish_expiry(m, &metrics);
         LiveTls {
             cert: Arc::new(RwLock::new(m.certified_key.clone())),
             verifier: Arc::new(RwLock::new(m.verifier.clone())),
+            metrics,
         }
     }
 
+    /// New handshakes use `m` from now on; open connections keep what they negotiated.
     pub fn swap(&self, m: &TlsMaterial) {
         *self.cert.write().unwrap_or_else(|p| p.into_inner()) = m.certified_key.clone();
         *self.verifier.write().unwrap_or_else(|p| p.into_inner()) = m.verifier.clone();
+        publish_expiry(m, &self.metrics);
+    }
+
+    /// Counts a refused client certificate by reason (a handshake never reaches HTTP, so
+    /// this is the only place it can be seen).
+    fn count_refusal(&self, e: &rustls::Error) {
+        use rustls::CertificateError as C;
+        let reason = match e {
+            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
+            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => "untrusted",
+            rustls::Error::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_purpose",
+            rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
+            rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
+            _ => "invalid",
+        };
+        self.metrics.tls_failures.with_label_values(&[reason]).inc();
+        self.metrics
+            .requests
+            .with_label_values(&[NO_ROUTE, "rejected_tls"])
+            .inc();
     }
 
     fn current_verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
@@ -176,10 +205,14 @@ impl ClientCertVerifier for SwappableVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.0.current_verifier() {
+        let result = match self.0.current_verifier() {
             Some(v) => v.verify_client_cert(end_entity, intermediates, now),
             None => Err(rustls::Error::General("client certificates are not configured".into())),
+        };
+        if let Err(e) = &result {
+            self.0.count_refusal(e);
         }
+        result
     }
 
     fn verify_tls12_signature(
@@ -226,4 +259,43 @@ impl TlsAccept for IdentityCallback {
         let identity = ClientIdentity::from_leaf_der(leaf).ok()?;
         Some(Arc::new(identity))
     }
+}
+
+/// Sets `pushgate_cert_expiry_timestamp_seconds` for the server certificate and each client
+/// CA, and warns about any within [`EXPIRY_WARNING`] of its end.
+pub fn publish_expiry(m: &TlsMaterial, metrics: &Metrics) {
+    let mut certs = vec![("server".to_string(), m.server_leaf.as_slice())];
+    for der in &m.client_cas {
+        certs.push((format!("client_ca:{}", subject_cn(der)), der.as_slice()));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for (label, der) in certs {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+            continue;
+        };
+        let not_after = cert.validity().not_after.timestamp();
+        metrics
+            .cert_expiry
+            .with_label_values(&[label.as_str()])
+            .set(not_after as f64);
+        let left = not_after - now;
+        if left < EXPIRY_WARNING.as_secs() as i64 {
+            tracing::warn!(cert = %label, days_left = left / 86_400, "certificate expires soon");
+        }
+    }
+}
+
+fn subject_cn(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| {
+            c.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "unnamed".into())
 }

@@ -8,7 +8,7 @@
 //! in memory: always the oldest, so ordering holds across pages.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -40,16 +40,44 @@ enum Msg {
     Rescan,
 }
 
-/// What ingest and the admin API hold to reach the queues.
+/// What ingest, the admin API and reload hold to reach the queues.
 #[derive(Clone)]
 pub struct ForwarderHandle {
-    queues: Arc<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    /// Where queues for routes added by a reload are started: set when the service starts.
+    spawner: OnceLock<Spawner>,
+}
+
+struct Spawner {
+    runtime: tokio::runtime::Handle,
+    shutdown: ShutdownWatch,
+    shared: Weak<Shared>,
 }
 
 impl ForwarderHandle {
+    /// A handle that reaches no queue (before the forwarder exists).
+    pub fn detached() -> ForwarderHandle {
+        ForwarderHandle {
+            inner: Arc::new(HandleInner {
+                queues: Mutex::new(HashMap::new()),
+                spawner: OnceLock::new(),
+            }),
+        }
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Msg>>> {
+        // Inserts and lookups only: a poisoned map is still consistent.
+        self.inner.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Hands over a delivery that is durable in the spool.
     pub fn stored(&self, seq: Seq, ordering_key: Option<String>, delivery: Delivery) {
-        if let Some(q) = self.queues.get(&delivery.route) {
+        self.ensure(&delivery.route);
+        if let Some(q) = self.queues().get(&delivery.route) {
             let _ = q.send(Msg::Stored {
                 seq,
                 ordering_key,
@@ -58,47 +86,45 @@ impl ForwarderHandle {
         }
     }
 
-    /// A handle that reaches no queue (before the forwarder exists, and in `check`).
-    pub fn detached() -> ForwarderHandle {
-        ForwarderHandle {
-            queues: Arc::new(HashMap::new()),
-        }
-    }
-
     /// Tells every route (or one) to look at the store again, after a replay.
     pub fn rescan(&self, route: Option<&str>) {
-        for (name, q) in self.queues.iter() {
+        for (name, q) in self.queues().iter() {
             if route.is_none_or(|r| r == name) {
                 let _ = q.send(Msg::Rescan);
             }
         }
     }
+
+    /// Starts a queue for a route that has none (a route added by a reload).
+    pub fn ensure(&self, route: &str) {
+        let Some(sp) = self.inner.spawner.get() else { return };
+        let mut queues = self.queues();
+        if queues.contains_key(route) {
+            return;
+        }
+        let Some(shared) = sp.shared.upgrade() else { return };
+        let (tx, rx) = mpsc::unbounded_channel();
+        queues.insert(route.to_string(), tx);
+        sp.runtime
+            .spawn(RouteQueue::new(route.to_string(), shared).run(rx, sp.shutdown.clone()));
+    }
 }
 
 pub struct Forwarder {
     shared: Arc<Shared>,
-    receivers: std::sync::Mutex<Vec<(String, mpsc::UnboundedReceiver<Msg>)>>,
+    handle: ForwarderHandle,
 }
 
 impl Forwarder {
-    /// One queue per configured route.
+    /// The service and the handle to its queues (one per route, started with the service).
     pub fn new(shared: Arc<Shared>) -> (Forwarder, ForwarderHandle) {
-        let mut queues = HashMap::new();
-        let mut receivers = Vec::new();
-        for route in shared.routes().iter() {
-            let (tx, rx) = mpsc::unbounded_channel();
-            queues.insert(route.name.to_string(), tx);
-            receivers.push((route.name.to_string(), rx));
-        }
-        let f = Forwarder {
-            shared,
-            receivers: std::sync::Mutex::new(receivers),
-        };
+        let handle = ForwarderHandle::detached();
         (
-            f,
-            ForwarderHandle {
-                queues: Arc::new(queues),
+            Forwarder {
+                shared,
+                handle: handle.clone(),
             },
+            handle,
         )
     }
 }
@@ -106,11 +132,14 @@ impl Forwarder {
 #[async_trait]
 impl BackgroundService for Forwarder {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let receivers = std::mem::take(&mut *self.receivers.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut tasks = Vec::new();
-        for (name, rx) in receivers {
-            let q = RouteQueue::new(name, self.shared.clone());
-            tasks.push(tokio::spawn(q.run(rx, shutdown.clone())));
+        let spawner = Spawner {
+            runtime: tokio::runtime::Handle::current(),
+            shutdown: shutdown.clone(),
+            shared: Arc::downgrade(&self.shared),
+        };
+        let _ = self.handle.inner.spawner.set(spawner);
+        for route in self.shared.routes().iter() {
+            self.handle.ensure(route.name.as_str());
         }
         let mut stats = tokio::time::interval(STATS_EVERY);
         let mut compact = tokio::time::interval(COMPACT_EVERY);
@@ -126,9 +155,6 @@ impl BackgroundService for Forwarder {
                 }
                 _ = shutdown.changed() => break,
             }
-        }
-        for t in tasks {
-            let _ = t.await;
         }
     }
 }
