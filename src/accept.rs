@@ -20,6 +20,8 @@ use crate::spool::NewDelivery;
 
 /// What a sender is told to wait when storage cannot write.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long a request waits for the store to open (only during a `-u` takeover or `-d` start).
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 /// What is known about one request once its body has been read and understood.
 pub struct Notification {
@@ -76,7 +78,10 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         }
         AckMode::Spool => {
             let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
-            let stored = shared.spool.append(NewDelivery {
+            let Some(spool) = shared.store.within(STORE_WAIT).await else {
+                return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+            };
+            let stored = spool.append(NewDelivery {
                 route: delivery.route.clone(),
                 event_ids: delivery.event_ids.clone(),
                 ordering_key: ordering_key.clone(),
@@ -116,8 +121,10 @@ pub async fn quarantine(
     body: Bytes,
     reason: String,
 ) -> Reply {
-    let stored = shared
-        .spool
+    let Some(spool) = shared.store.within(STORE_WAIT).await else {
+        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+    };
+    let stored = spool
         .append(NewDelivery {
             route: route.name.to_string(),
             event_ids: vec![],

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 use crate::shared::Shared;
-use crate::spool::{ListQuery, State};
+use crate::spool::{ListQuery, Spool, State};
 
 /// Longest page the list endpoint returns.
 const MAX_LIMIT: u64 = 1000;
@@ -80,26 +80,38 @@ impl ServeHttp for Admin {
                 self.shared.refresh_gauges();
                 reply(200, "text/plain; version=0.0.4", self.shared.metrics.render())
             }
-            ("GET", ["api", "stats"]) => match self.shared.spool.stats() {
-                Ok(s) => json_reply(200, &json!(s)),
-                Err(e) => error(503, &e.to_string()),
+            (_, ["api", ..]) => match self.shared.store.get() {
+                None => error(503, "storage is not open yet"),
+                Some(spool) => self.api(spool, method.as_str(), &segments[1..], &query).await,
             },
-            ("GET", ["api", "events"]) => self.list(&query),
-            ("GET", ["api", "events", seq]) => self.show(seq, query.get("body").is_some_and(|v| v == "true")),
-            ("POST", ["api", "events", seq, "replay"]) => self.replay(seq).await,
-            ("POST", ["api", "routes", route, "replay-dead"]) => self.replay_dead(route).await,
-            ("POST", ["api", "purge"]) => self.purge(&query).await,
             ("POST", ["reload"]) => match self.reloader.reload().await {
                 Ok(summary) => json_reply(200, &json!({ "reloaded": true, "summary": summary })),
                 Err(reason) => json_reply(400, &json!({ "reloaded": false, "error": reason })),
             },
-            (_, ["healthz" | "readyz" | "metrics" | "reload"]) | (_, ["api", ..]) => error(405, "method not allowed"),
+            (_, ["healthz" | "readyz" | "metrics" | "reload"]) => error(405, "method not allowed"),
             _ => error(404, "not found"),
         }
     }
 }
 
 impl Admin {
+    /// `/api/…`, once the store is open.
+    async fn api(&self, spool: &Spool, method: &str, path: &[&str], query: &HashMap<String, String>) -> Reply {
+        match (method, path) {
+            ("GET", ["stats"]) => match spool.stats() {
+                Ok(s) => json_reply(200, &json!(s)),
+                Err(e) => error(503, &e.to_string()),
+            },
+            ("GET", ["events"]) => self.list(spool, query),
+            ("GET", ["events", seq]) => self.show(spool, seq, query.get("body").is_some_and(|v| v == "true")),
+            ("POST", ["events", seq, "replay"]) => self.replay(spool, seq).await,
+            ("POST", ["routes", route, "replay-dead"]) => self.replay_dead(spool, route).await,
+            ("POST", ["purge"]) => self.purge(spool, query).await,
+            (_, ["stats" | "events" | "routes" | "purge", ..]) => error(405, "method not allowed"),
+            _ => error(404, "not found"),
+        }
+    }
+
     fn authorized(&self, session: &ServerSession) -> bool {
         let Some(token) = &self.token else { return true };
         let sent = session
@@ -113,8 +125,13 @@ impl Admin {
     }
 
     async fn readyz(&self) -> Reply {
-        let storage = tokio::time::timeout(Duration::from_secs(2), self.shared.spool.probe()).await;
-        let storage_ok = matches!(storage, Ok(Ok(())));
+        let storage_ok = match self.shared.store.get() {
+            Some(spool) => matches!(
+                tokio::time::timeout(Duration::from_secs(2), spool.probe()).await,
+                Ok(Ok(()))
+            ),
+            None => false,
+        };
         let mut probe_addr = self.listen_addr;
         if probe_addr.ip().is_unspecified() {
             probe_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
@@ -127,7 +144,7 @@ impl Admin {
         json_reply(if storage_ok && listener_ok { 200 } else { 503 }, &body)
     }
 
-    fn list(&self, q: &HashMap<String, String>) -> Reply {
+    fn list(&self, spool: &Spool, q: &HashMap<String, String>) -> Reply {
         let state = match q.get("state").map(|s| parse_state(s)) {
             None => None,
             Some(Some(s)) => Some(s),
@@ -148,24 +165,24 @@ impl Admin {
             offset,
             limit: limit.min(MAX_LIMIT),
         };
-        match self.shared.spool.list(&query) {
+        match spool.list(&query) {
             Ok(page) => json_reply(200, &json!(page)),
             Err(e) => error(503, &e.to_string()),
         }
     }
 
-    fn show(&self, seq: &str, with_body: bool) -> Reply {
+    fn show(&self, spool: &Spool, seq: &str, with_body: bool) -> Reply {
         let Ok(seq) = seq.parse::<u64>() else {
             return error(400, "not an event number");
         };
-        let meta = match self.shared.spool.meta(seq) {
+        let meta = match spool.meta(seq) {
             Ok(Some(m)) => m,
             Ok(None) => return error(404, "no such event"),
             Err(e) => return error(503, &e.to_string()),
         };
         let mut value = json!(meta);
         if with_body {
-            if let Ok(Some(body)) = self.shared.spool.body(seq) {
+            if let Ok(Some(body)) = spool.body(seq) {
                 value["body"] = match std::str::from_utf8(&body) {
                     Ok(text) => json!(text),
                     Err(_) => {
@@ -177,16 +194,16 @@ impl Admin {
         json_reply(200, &value)
     }
 
-    async fn replay(&self, seq: &str) -> Reply {
+    async fn replay(&self, spool: &Spool, seq: &str) -> Reply {
         let Ok(seq) = seq.parse::<u64>() else {
             return error(400, "not an event number");
         };
-        let route = match self.shared.spool.meta(seq) {
+        let route = match spool.meta(seq) {
             Ok(Some(m)) => m.route,
             Ok(None) => return error(404, "no such event"),
             Err(e) => return error(503, &e.to_string()),
         };
-        match self.shared.spool.replay(seq).await {
+        match spool.replay(seq).await {
             Ok(true) => {
                 self.shared.forwarder().rescan(Some(&route));
                 tracing::info!(target: "pushgate::admin", seq, route = %route, "replayed");
@@ -197,8 +214,8 @@ impl Admin {
         }
     }
 
-    async fn replay_dead(&self, route: &str) -> Reply {
-        match self.shared.spool.replay_dead(route).await {
+    async fn replay_dead(&self, spool: &Spool, route: &str) -> Reply {
+        match spool.replay_dead(route).await {
             Ok(n) => {
                 self.shared.forwarder().rescan(Some(route));
                 tracing::info!(target: "pushgate::admin", route, count = n, "replayed dead letters");
@@ -208,12 +225,12 @@ impl Admin {
         }
     }
 
-    async fn purge(&self, q: &HashMap<String, String>) -> Reply {
+    async fn purge(&self, spool: &Spool, q: &HashMap<String, String>) -> Reply {
         let state = match q.get("state").and_then(|s| parse_state(s)) {
             Some(State::Pending) | None => return error(400, "state must be dead, quarantined or delivered"),
             Some(s) => s,
         };
-        match self.shared.spool.purge(q.get("route").map(String::as_str), state).await {
+        match spool.purge(q.get("route").map(String::as_str), state).await {
             Ok(n) => {
                 tracing::info!(target: "pushgate::admin", route = q.get("route").map_or("*", |r| r.as_str()), ?state, count = n, "purged");
                 json_reply(200, &json!({ "purged": n }))

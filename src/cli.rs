@@ -28,6 +28,18 @@ pub enum Command {
         #[arg(short, long)]
         conf: PathBuf,
     },
+    /// Ask the running pushgate to reload its config (validated here first).
+    Reload {
+        #[arg(short, long)]
+        conf: PathBuf,
+    },
+    /// Inspect and operate the embedded queue.
+    Spool {
+        #[arg(short, long)]
+        conf: PathBuf,
+        #[command(subcommand)]
+        command: crate::spool_cli::SpoolCommand,
+    },
     /// Make a development PKI: a CA, a localhost server certificate, and client certificates.
     DevCerts {
         #[arg(long, default_value = "dev/certs")]

@@ -27,4 +27,5 @@ pub mod route;
 pub mod server;
 pub mod shared;
 pub mod spool;
+pub mod spool_cli;
 pub mod tls;

@@ -9,6 +9,8 @@ fn main() {
     let result = match cli.command {
         Command::Run { pingora } => pushgate::server::run(pingora),
         Command::Check { conf } => pushgate::server::check(&conf),
+        Command::Reload { conf } => pushgate::spool_cli::reload(&conf),
+        Command::Spool { conf, command } => pushgate::spool_cli::run(&conf, command),
         Command::DevCerts { out } => pushgate::devcerts::write_dev_certs(&out)
             .map(|files| {
                 for f in files {

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -54,15 +55,21 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
 
     let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
 
-    // The store first: nothing is accepted unless it can be made durable.
-    let spool_options = SpoolOptions {
-        retention: config.storage.retention,
-        ..SpoolOptions::default()
-    };
-    let spool = Spool::open(&config.storage.path, spool_options)
-        .map_err(|e| format!("storage {}: {e}", config.storage.path.display()))?;
     let dedupe = Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries);
-    let remembered = rebuild_dedupe(&dedupe, &spool, config.dedupe.ttl)?;
+    // Pingora forks for -d (the store's writer thread would not survive it), and under -u the
+    // process being replaced holds the store until it exits: then the store opens in the
+    // background. Otherwise it opens now, so a bad store stops the start before any port opens.
+    let late_store = opt.daemon || opt.upgrade || config.server.daemon;
+    let opener = StoreOpener {
+        path: config.storage.path.clone(),
+        options: SpoolOptions {
+            retention: config.storage.retention,
+            ..SpoolOptions::default()
+        },
+        ttl: config.dedupe.ttl,
+        patience: if opt.upgrade { UPGRADE_PATIENCE } else { Duration::ZERO },
+    };
+    let early_store = if late_store { None } else { Some(opener.open(&dedupe)?) };
 
     let metrics = Arc::new(Metrics::new());
     let live_tls = LiveTls::new(&material, metrics.clone());
@@ -71,7 +78,13 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let admin_token = config.admin.token.clone();
     let server_conf = server_conf(&config);
     let fixed = Fixed::of(&config);
-    let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, spool, metrics));
+    let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, metrics));
+    match early_store {
+        Some(spool) => shared.store.set(spool),
+        None => {
+            tracing::info!("the store opens in the background (daemon or upgrade)");
+        }
+    }
     let (forwarder, handle) = Forwarder::new(shared.clone());
     shared.set_forwarder(handle);
     let reloader = Arc::new(Reloader::new(
@@ -88,6 +101,15 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let settings = live_tls.settings(material.verifier.is_some())?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);
     server.add_service(ingest);
+    if late_store {
+        server.add_service(background_service(
+            "store",
+            LateStore {
+                opener,
+                shared: shared.clone(),
+            },
+        ));
+    }
     server.add_service(background_service("forwarder", forwarder));
     server.add_service(background_service("sighup", SighupService(reloader.clone())));
     if let Some(addr) = admin_addr {
@@ -105,13 +127,64 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
         server.add_service(admin);
     }
 
-    tracing::info!(addr = %listen_addr, remembered_ids = remembered, "pushgate listening");
+    tracing::info!(addr = %listen_addr, "pushgate listening");
     server.run_forever()
+}
+
+/// How long a process started with `-u` waits for the one it replaces to release the store.
+const UPGRADE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Opens the store and rebuilds the duplicate memory from it.
+#[derive(Clone)]
+struct StoreOpener {
+    path: std::path::PathBuf,
+    options: SpoolOptions,
+    ttl: Duration,
+    /// How long to keep trying while another process holds the store.
+    patience: Duration,
+}
+
+impl StoreOpener {
+    fn open(&self, dedupe: &Dedupe) -> Result<Spool, String> {
+        let deadline = std::time::Instant::now() + self.patience;
+        let spool = loop {
+            match Spool::open(&self.path, self.options.clone()) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => return Err(format!("storage {}: {e}", self.path.display())),
+            }
+        };
+        let remembered = rebuild_dedupe(dedupe, &spool, self.ttl)?;
+        tracing::info!(path = %self.path.display(), remembered_ids = remembered, "store open");
+        Ok(spool)
+    }
+}
+
+/// Opens the store after Pingora has forked or taken over the listeners.
+struct LateStore {
+    opener: StoreOpener,
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for LateStore {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        let (opener, dedupe) = (self.opener.clone(), self.shared.dedupe.clone());
+        let opened = tokio::task::spawn_blocking(move || opener.open(&dedupe)).await;
+        match opened.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(spool) => self.shared.store.set(spool),
+            Err(e) => {
+                // Nothing can be acknowledged without the store: stop rather than answer 503 forever.
+                tracing::error!(error = %e, "cannot open the store; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// The duplicate memory outlives a restart: every id accepted within the TTL is remembered
 /// again from the store's journal before the first request is served.
-fn rebuild_dedupe(dedupe: &Dedupe, spool: &Spool, ttl: std::time::Duration) -> Result<usize, String> {
+fn rebuild_dedupe(dedupe: &Dedupe, spool: &Spool, ttl: Duration) -> Result<usize, String> {
     let since = crate::shared::now_ms().saturating_sub(ttl.as_millis() as u64);
     let ids = spool
         .ids_since(since)

@@ -13,21 +13,56 @@ use crate::metrics::Metrics;
 use crate::route::Routes;
 use crate::spool::Spool;
 
+/// The store, once it is open. At a normal start it is open before the listener; when
+/// Pingora forks (`-d`) or takes over from a running process (`-u`, which holds the store's
+/// lock until it exits), it opens in the background and requests wait for it briefly.
+#[derive(Default)]
+pub struct StoreSlot {
+    spool: OnceLock<Spool>,
+    opened: tokio::sync::Notify,
+}
+
+impl StoreSlot {
+    pub fn set(&self, spool: Spool) {
+        let _ = self.spool.set(spool);
+        self.opened.notify_waiters();
+    }
+
+    pub fn get(&self) -> Option<&Spool> {
+        self.spool.get()
+    }
+
+    pub async fn wait(&self) -> &Spool {
+        loop {
+            let notified = self.opened.notified();
+            if let Some(s) = self.spool.get() {
+                return s;
+            }
+            notified.await;
+        }
+    }
+
+    /// The store, waiting at most `limit` for it to open.
+    pub async fn within(&self, limit: std::time::Duration) -> Option<&Spool> {
+        tokio::time::timeout(limit, self.wait()).await.ok()
+    }
+}
+
 pub struct Shared {
     routes: ArcSwap<Routes>,
     pub dedupe: Dedupe,
-    pub spool: Spool,
+    pub store: StoreSlot,
     pub client: AppClient,
     pub metrics: Arc<Metrics>,
     forwarder: OnceLock<ForwarderHandle>,
 }
 
 impl Shared {
-    pub fn new(routes: Routes, dedupe: Dedupe, spool: Spool, metrics: Arc<Metrics>) -> Shared {
+    pub fn new(routes: Routes, dedupe: Dedupe, metrics: Arc<Metrics>) -> Shared {
         Shared {
             routes: ArcSwap::from_pointee(routes),
             dedupe,
-            spool,
+            store: StoreSlot::default(),
             client: AppClient::default(),
             metrics,
             forwarder: OnceLock::new(),
@@ -56,7 +91,9 @@ impl Shared {
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;
         m.dedupe_keys.set(self.dedupe.len() as i64);
-        let Ok(stats) = self.spool.stats() else { return };
+        let Some(Ok(stats)) = self.store.get().map(Spool::stats) else {
+            return;
+        };
         let now = now_ms();
         for route in self.routes().iter() {
             let name = route.name.as_str();

@@ -56,6 +56,7 @@ struct Spawner {
     runtime: tokio::runtime::Handle,
     shutdown: ShutdownWatch,
     shared: Weak<Shared>,
+    spool: Spool,
 }
 
 impl ForwarderHandle {
@@ -106,7 +107,7 @@ impl ForwarderHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         queues.insert(route.to_string(), tx);
         sp.runtime
-            .spawn(RouteQueue::new(route.to_string(), shared).run(rx, sp.shutdown.clone()));
+            .spawn(RouteQueue::new(route.to_string(), shared, sp.spool.clone()).run(rx, sp.shutdown.clone()));
     }
 }
 
@@ -132,10 +133,13 @@ impl Forwarder {
 #[async_trait]
 impl BackgroundService for Forwarder {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // Nothing to deliver before the store is open (it opens late only under -d and -u).
+        let spool = self.shared.store.wait().await.clone();
         let spawner = Spawner {
             runtime: tokio::runtime::Handle::current(),
             shutdown: shutdown.clone(),
             shared: Arc::downgrade(&self.shared),
+            spool: spool.clone(),
         };
         let _ = self.handle.inner.spawner.set(spawner);
         for route in self.shared.routes().iter() {
@@ -147,7 +151,7 @@ impl BackgroundService for Forwarder {
             tokio::select! {
                 _ = stats.tick() => self.shared.refresh_gauges(),
                 _ = compact.tick() => {
-                    match self.shared.spool.compact(now_ms()).await {
+                    match spool.compact(now_ms()).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "compacted delivered events past retention"),
                         Err(e) => tracing::warn!(error = %e, "compaction failed"),
@@ -181,6 +185,7 @@ struct Done {
 struct RouteQueue {
     name: String,
     shared: Arc<Shared>,
+    spool: Spool,
     items: BTreeMap<Seq, Item>,
     in_flight: usize,
     keys_in_flight: HashSet<String>,
@@ -190,10 +195,11 @@ struct RouteQueue {
 }
 
 impl RouteQueue {
-    fn new(name: String, shared: Arc<Shared>) -> RouteQueue {
+    fn new(name: String, shared: Arc<Shared>, spool: Spool) -> RouteQueue {
         RouteQueue {
             name,
             shared,
+            spool,
             items: BTreeMap::new(),
             in_flight: 0,
             keys_in_flight: HashSet::new(),
@@ -238,7 +244,7 @@ impl RouteQueue {
     fn load(&mut self, fresh: bool) {
         let after = if fresh { None } else { self.high_water };
         let room = WINDOW.saturating_sub(self.items.len()).max(1);
-        let metas: Vec<Meta> = match self.shared.spool.pending(&self.name, after, room) {
+        let metas: Vec<Meta> = match self.spool.pending(&self.name, after, room) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(route = %self.name, error = %e, "cannot read pending events; retrying later");
@@ -316,6 +322,7 @@ impl RouteQueue {
                 delivery: item.delivery.take(),
                 route: route.clone(),
                 shared: self.shared.clone(),
+                spool: self.spool.clone(),
             };
             let done = done.clone();
             tokio::spawn(async move {
@@ -355,6 +362,7 @@ struct Attempt {
     delivery: Option<Delivery>,
     route: Arc<Route>,
     shared: Arc<Shared>,
+    spool: Spool,
 }
 
 impl Attempt {
@@ -362,7 +370,7 @@ impl Attempt {
         let name = self.route.name.as_str();
         let delivery = match self.delivery {
             Some(d) => d,
-            None => match read_back(&self.shared.spool, self.seq) {
+            None => match read_back(&self.spool, self.seq) {
                 Ok(Some(d)) => d,
                 Ok(None) => {
                     // Purged or no longer pending: nothing to deliver.
@@ -406,18 +414,18 @@ impl Attempt {
                     .with_label_values(&[name, "delivered"])
                     .inc();
                 tracing::debug!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, "delivered");
-                self.shared.spool.mark_delivered(self.seq).await
+                self.spool.mark_delivered(self.seq).await
             }
             Verdict::Retry { after, reason } => {
                 self.shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
                 tracing::info!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, retry_in_ms = after.as_millis() as u64, reason = %reason, "delivery failed, will retry");
                 let next = now_ms() + after.as_millis() as u64;
-                self.shared.spool.mark_retry(self.seq, self.attempt, next, reason).await
+                self.spool.mark_retry(self.seq, self.attempt, next, reason).await
             }
             Verdict::Dead { reason } => {
                 self.shared.metrics.forward.with_label_values(&[name, "dead"]).inc();
                 tracing::warn!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, reason = %reason, "dead letter");
-                self.shared.spool.mark_dead(self.seq, self.attempt, reason).await
+                self.spool.mark_dead(self.seq, self.attempt, reason).await
             }
         };
         if let Err(e) = stored {
