@@ -56,6 +56,9 @@ pub enum DevCertError {
 }
 
 /// A CA that can issue certificates (keeps its rcgen Certificate + KeyPair).
+/// The common name of the CA `write_dev_certs` makes.
+pub const DEV_CA_NAME: &str = "pushgate development CA";
+
 pub struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
@@ -113,7 +116,16 @@ impl std::fmt::Debug for Issued {
 impl Ca {
     /// Self-signed ECDSA P-256 CA valid for 10 years; pathlen 0 so it can only sign leaves.
     pub fn new(common_name: &str) -> Result<Ca, DevCertError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        Ca::with_key(common_name, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?)
+    }
+
+    /// The CA of an existing `ca.key` (PEM): certificates it issues chain to the `ca.pem`
+    /// written with that key and name (same subject, same key), so more can be issued later.
+    pub fn from_key_pem(common_name: &str, key_pem: &str) -> Result<Ca, DevCertError> {
+        Ca::with_key(common_name, KeyPair::from_pem(key_pem)?)
+    }
+
+    fn with_key(common_name: &str, key: KeyPair) -> Result<Ca, DevCertError> {
         let now = OffsetDateTime::now_utc();
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&[(DnType::CommonName, common_name)]);
@@ -217,7 +229,7 @@ Keys are unencrypted PKCS#8 PEM (mode 0600); rerun `pushgate dev-certs --out DIR
 /// Everything is generated before the first write and each file is replaced atomically, so no file
 /// is ever torn; an I/O error part-way can still leave a mix of old and new files: just rerun.
 pub fn write_dev_certs(out: &Path) -> Result<Vec<String>, DevCertError> {
-    let ca = Ca::new("pushgate development CA")?;
+    let ca = Ca::new(DEV_CA_NAME)?;
     let server = ca.issue_server(&["localhost", "127.0.0.1", "::1"])?;
     let mtf = ca.issue_client(&XBS_MTF_DN)?;
     let prod = ca.issue_client(&XBS_PROD_DN)?;

@@ -17,6 +17,7 @@ use crate::forward::forwardable_headers;
 use crate::identity::ClientIdentity;
 use crate::metrics::NO_ROUTE;
 use crate::profile::extract;
+use crate::redact;
 use crate::reply::{Outcome, Reply};
 use crate::route::{Route, RouteName};
 use crate::shared::Shared;
@@ -90,12 +91,18 @@ impl ProxyHttp for Ingest {
                 m.events.with_label_values(&[route, word]).inc_by(n);
             }
         }
-        // Ids are the senders' references, not payment data; a long batch is cut short.
-        let ids = if t.ids.len() > 10 {
-            format!("{},…(+{})", t.ids[..10].join(","), t.ids.len() - 10)
-        } else {
-            t.ids.join(",")
-        };
+        // Ids are the senders' references, not payment data, but a sender may use a card
+        // number as one: every sender-chosen string is masked before it is logged.
+        let shown = &t.ids[..t.ids.len().min(10)];
+        let mut ids = redact::cards(&shown.join(",")).into_owned();
+        if t.ids.len() > shown.len() {
+            ids.push_str(&format!(",…(+{})", t.ids.len() - shown.len()));
+        }
+        let reason = log.reason.as_deref().map(redact::cards).unwrap_or_default();
+        let client_dn = log
+            .client_dn
+            .as_deref()
+            .map_or(std::borrow::Cow::Borrowed("-"), redact::cards);
         tracing::info!(
             target: "pushgate::request",
             route,
@@ -104,8 +111,8 @@ impl ProxyHttp for Ingest {
             event_ids = %ids,
             new = t.new,
             duplicate = t.duplicate,
-            client_dn = log.client_dn.as_deref().unwrap_or("-"),
-            reason = log.reason.as_deref().unwrap_or(""),
+            client_dn = %client_dn,
+            reason = %reason,
             error = error.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
             duration_ms = log.started.elapsed().as_secs_f64() * 1000.0,
         );

@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod jwe;
 pub mod metrics;
 pub mod profile;
+pub mod redact;
 pub mod reload;
 pub mod reply;
 pub mod route;

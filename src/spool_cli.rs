@@ -134,7 +134,7 @@ fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// One HTTP/1.0 request to the admin listener; `None` when nothing listens there.
+/// One request to the admin listener; `None` when nothing listens there.
 fn admin_call(config: &Config, method: &str, path: &str) -> Result<Option<(u16, Value)>, String> {
     let Some(addr) = &config.admin.addr else {
         return Ok(None);
@@ -156,7 +156,8 @@ fn admin_call(config: &Config, method: &str, path: &str) -> Result<Option<(u16, 
         .as_ref()
         .map(|t| format!("Authorization: Bearer {}\r\n", String::from_utf8_lossy(t.expose())))
         .unwrap_or_default();
-    let request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n");
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream
         .write_all(request.as_bytes())
         .map_err(|e| format!("admin API {addr}: {e}"))?;

@@ -405,7 +405,7 @@ impl Attempt {
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
         let verdict = classify(&result, self.attempt, self.age, self.route.upstream.max_age);
-        let ids = delivery.event_ids.join(",");
+        let ids = crate::redact::cards(&delivery.event_ids.join(",")).into_owned();
         let stored = match &verdict {
             Verdict::Delivered => {
                 self.shared
