@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::dedupe::{ClaimGuard, Key};
+use crate::dedupe::{ClaimGuard, Key, Slot};
 use crate::forward::{Delivery, SendError};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::reply::{Outcome, Reply};
@@ -48,11 +48,43 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     tally.missing_id = events.iter().filter(|e| e.id_source == IdSource::Hash).count() as u64;
 
     let keys: Vec<Key> = events.iter().map(|e| Key::new(&n.route.name, &e.id)).collect();
-    let claims = shared.dedupe.claim_all(&keys).await;
-    let (fresh, guards): (Vec<&Event>, Vec<ClaimGuard>) =
-        events.iter().zip(claims).filter_map(|(e, g)| g.map(|g| (e, g))).unzip();
+    let slots = match shared.dedupe.claim_all(&keys).await {
+        Ok(slots) => slots,
+        Err(e) => {
+            // Policy `refuse`: nothing is stored unchecked; the sender retries later.
+            shared.metrics.dedupe_unavailable.with_label_values(&["refuse"]).inc();
+            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(e.to_string());
+        }
+    };
+    let mut fresh: Vec<&Event> = Vec::new();
+    let mut guards: Vec<ClaimGuard> = Vec::new();
+    let mut unchecked = 0u64;
+    for (event, slot) in events.iter().zip(slots) {
+        match slot {
+            Slot::New(g) => {
+                fresh.push(event);
+                guards.push(g);
+            }
+            Slot::Unchecked => {
+                fresh.push(event);
+                unchecked += 1;
+            }
+            Slot::Seen => {}
+        }
+    }
     tally.new = fresh.len() as u64;
     tally.duplicate = events.len() as u64 - tally.new;
+    let mut headers = n.headers;
+    if unchecked > 0 {
+        // Policy `accept`: better a duplicate the app can drop by X-Pushgate-Event-Id than a
+        // notification refused while the shared memory is away. Flagged and counted.
+        shared
+            .metrics
+            .dedupe_unavailable
+            .with_label_values(&["accept"])
+            .inc_by(unchecked);
+        headers.push(("x-pushgate-dedupe".into(), "unchecked".into()));
+    }
 
     let (status, content_type, body) = n.route.profile.answer.render(events);
     if fresh.is_empty() {
@@ -64,7 +96,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         event_ids: fresh.iter().map(|e| e.id.to_string()).collect(),
         client_dn: n.client_dn,
         received_at_ms: n.received_at_ms,
-        headers: n.headers,
+        headers,
         body: app_body(&fresh, n.extracted.batch),
     };
 

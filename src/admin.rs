@@ -77,7 +77,7 @@ impl ServeHttp for Admin {
             ("GET", ["healthz"]) => reply(200, "text/plain", "ok\n"),
             ("GET", ["readyz"]) => self.readyz().await,
             ("GET", ["metrics"]) => {
-                self.shared.refresh_gauges();
+                self.shared.refresh_gauges().await;
                 reply(200, "text/plain; version=0.0.4", self.shared.metrics.render())
             }
             (_, ["api", ..]) => match self.shared.store.get() {
@@ -140,8 +140,20 @@ impl Admin {
             tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(probe_addr)).await,
             Ok(Ok(_))
         );
-        let body = json!({ "storage": storage_ok, "listener": listener_ok });
-        json_reply(if storage_ok && listener_ok { 200 } else { 503 }, &body)
+        // An unreachable shared memory only makes pushgate unready when it then refuses
+        // events (policy `refuse`); under `accept` it still takes them, flagged.
+        let dedupe = &self.shared.dedupe;
+        let dedupe_ok = dedupe.healthy().await;
+        let dedupe_blocks = !dedupe_ok && dedupe.when_unavailable() == crate::dedupe::WhenUnavailable::Refuse;
+        let body = json!({ "storage": storage_ok, "listener": listener_ok, "dedupe": dedupe_ok });
+        json_reply(
+            if storage_ok && listener_ok && !dedupe_blocks {
+                200
+            } else {
+                503
+            },
+            &body,
+        )
     }
 
     fn list(&self, spool: &Spool, q: &HashMap<String, String>) -> Reply {

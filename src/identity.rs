@@ -189,14 +189,14 @@ fn value_from_any(any: &Any<'_>) -> Value {
             }
             // T.61 is only unambiguous when it is plain ASCII.
             Tag::T61String if data.is_ascii() => std::str::from_utf8(data).ok().map(str::to_owned),
-            Tag::BmpString if data.len() % 2 == 0 => {
+            Tag::BmpString if data.len().is_multiple_of(2) => {
                 let units = data
                     .chunks_exact(2)
                     .filter_map(|c| c.try_into().ok())
                     .map(u16::from_be_bytes);
                 char::decode_utf16(units).collect::<Result<String, _>>().ok()
             }
-            Tag::UniversalString if data.len() % 4 == 0 => data
+            Tag::UniversalString if data.len().is_multiple_of(4) => data
                 .chunks_exact(4)
                 .filter_map(|c| c.try_into().ok())
                 .map(|c| char::from_u32(u32::from_be_bytes(c)))

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     pub reloads: IntCounterVec,
     pub storage_errors: IntCounterVec,
+    pub dedupe_unavailable: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,6 +136,11 @@ impl Metrics {
                 "pushgate_storage_errors_total",
                 "Failed storage writes by operation.",
                 &["op"],
+            ),
+            dedupe_unavailable: counter(
+                "pushgate_dedupe_unavailable_total",
+                "Events whose duplicate check could not be made (shared memory unavailable), by policy.",
+                &["policy"],
             ),
             registry,
         }

@@ -12,7 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, DedupeBackend, LogFormat};
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
@@ -55,7 +55,16 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
 
     let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
 
-    let dedupe = Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries);
+    let (dedupe, redis_options) = match &config.dedupe.backend {
+        DedupeBackend::Memory => (Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries), None),
+        DedupeBackend::Redis {
+            options,
+            when_unavailable,
+        } => (
+            Dedupe::redis(*when_unavailable, config.dedupe.ttl, config.dedupe.max_entries),
+            Some(options.clone()),
+        ),
+    };
     // Pingora forks for -d (the store's writer thread would not survive it), and under -u the
     // process being replaced holds the store until it exits: then the store opens in the
     // background. Otherwise it opens now, so a bad store stops the start before any port opens.
@@ -110,6 +119,15 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
             },
         ));
     }
+    if let Some(options) = redis_options {
+        server.add_service(background_service(
+            "redis",
+            RedisConnect {
+                options,
+                dedupe: shared.dedupe.clone(),
+            },
+        ));
+    }
     server.add_service(background_service("forwarder", forwarder));
     server.add_service(background_service("sighup", SighupService(reloader.clone())));
     if let Some(addr) = admin_addr {
@@ -154,7 +172,12 @@ impl StoreOpener {
                 Err(e) => return Err(format!("storage {}: {e}", self.path.display())),
             }
         };
-        let remembered = rebuild_dedupe(dedupe, &spool, self.ttl)?;
+        // With Redis, the shared memory outlives this process by itself.
+        let remembered = if dedupe.is_shared() {
+            0
+        } else {
+            rebuild_dedupe(dedupe, &spool, self.ttl)?
+        };
         tracing::info!(path = %self.path.display(), remembered_ids = remembered, "store open");
         Ok(spool)
     }
@@ -177,6 +200,32 @@ impl pingora::services::background::BackgroundService for LateStore {
                 // Nothing can be acknowledged without the store: stop rather than answer 503 forever.
                 tracing::error!(error = %e, "cannot open the store; exiting");
                 std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// Connects the Redis client on a runtime that lasts as long as the process (its connection
+/// task lives there), retrying while Redis refuses the configuration or credentials.
+struct RedisConnect {
+    options: crate::dedupe::RedisOptions,
+    dedupe: Dedupe,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RedisConnect {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            match self.dedupe.connect_redis(self.options.clone()).await {
+                Ok(()) => {
+                    tracing::info!(url = %crate::dedupe::redis::redact_url(&self.options.url), "redis dedupe connected");
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, "redis dedupe cannot start; retrying in 10s"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                _ = shutdown.changed() => return,
             }
         }
     }

@@ -88,9 +88,11 @@ impl Shared {
     }
 
     /// Refreshes the gauges that mirror state held elsewhere (spool counts, dedupe size).
-    pub fn refresh_gauges(&self) {
+    pub async fn refresh_gauges(&self) {
         let m = &self.metrics;
-        m.dedupe_keys.set(self.dedupe.len() as i64);
+        if let Some(n) = self.dedupe.count().await {
+            m.dedupe_keys.set(n as i64);
+        }
         let Some(Ok(stats)) = self.store.get().map(Spool::stats) else {
             return;
         };

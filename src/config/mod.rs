@@ -112,10 +112,13 @@ pub struct DedupeSettings {
     pub max_entries: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DedupeBackend {
     Memory,
-    Redis { url: String },
+    Redis {
+        options: crate::dedupe::RedisOptions,
+        when_unavailable: crate::dedupe::WhenUnavailable,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -208,7 +211,19 @@ struct RawDedupe {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedis {
+    /// `redis://[user:password@]host:port/db`, `rediss://` for TLS, `redis+cluster://` for
+    /// Cluster; or `env:NAME` / `file:PATH` so a password need not be written here.
     url: String,
+    #[serde(default)]
+    cluster: bool,
+    prefix: Option<String>,
+    claim_ttl: Option<Dur>,
+    timeout: Option<Dur>,
+    tls_ca: Option<PathBuf>,
+    local_cache_entries: Option<u64>,
+    #[serde(default)]
+    dedicated_db: bool,
+    when_unavailable: Option<crate::dedupe::WhenUnavailable>,
 }
 
 #[derive(Deserialize, Default)]
@@ -375,18 +390,48 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
     let backend = match raw.dedupe.backend.as_deref().unwrap_or("memory") {
         "memory" => DedupeBackend::Memory,
         "redis" => {
-            let url = raw
+            let r = raw
                 .dedupe
                 .redis
-                .map(|r| r.url)
                 .ok_or_else(|| err("dedupe.redis.url", "required with backend: redis".into()))?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+            let url = resolve_secret(&r.url, base).map_err(|m| err("dedupe.redis.url", m))?;
+            let url =
+                String::from_utf8(url.expose().to_vec()).map_err(|_| err("dedupe.redis.url", "is not UTF-8".into()))?;
+            let schemes = [
+                "redis://",
+                "rediss://",
+                "redis+unix://",
+                "redis+cluster://",
+                "rediss+cluster://",
+            ];
+            if !schemes.iter().any(|s| url.starts_with(s)) {
+                let shown = crate::dedupe::redis::redact_url(&url);
                 return Err(err(
                     "dedupe.redis.url",
-                    format!("`{url}` is not a redis:// or rediss:// URL"),
+                    format!("`{shown}` is not a redis:// or rediss:// URL"),
                 ));
             }
-            DedupeBackend::Redis { url }
+            let mut options = crate::dedupe::RedisOptions::new(url);
+            options.cluster = r.cluster;
+            if let Some(p) = r.prefix {
+                options.prefix = p;
+            }
+            if let Some(d) = r.claim_ttl {
+                options.claim_ttl = d.0;
+            }
+            if let Some(d) = r.timeout {
+                options.timeout = d.0;
+            }
+            options.tls_ca_file = r.tls_ca.map(|p| base.join(p));
+            if let Some(n) = r.local_cache_entries {
+                options.local_cache_entries = n;
+            }
+            options.dedicated_db = r.dedicated_db;
+            let when_unavailable = r.when_unavailable.unwrap_or(crate::dedupe::WhenUnavailable::Accept);
+            DedupeBackend::Redis {
+                options,
+                when_unavailable,
+            }
         }
         other => {
             return Err(err(
@@ -402,6 +447,10 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
     };
     if dedupe.ttl.is_zero() || dedupe.max_entries == 0 {
         return Err(err("dedupe", "ttl and max_entries must be positive".into()));
+    }
+    let mut dedupe = dedupe;
+    if let DedupeBackend::Redis { options, .. } = &mut dedupe.backend {
+        options.ttl = dedupe.ttl;
     }
 
     let log = LogSettings {
@@ -428,6 +477,23 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
             ));
         }
         routes.push(route);
+    }
+
+    if let DedupeBackend::Redis { options, .. } = &dedupe.backend {
+        // A claim must outlive the slowest store, or a twin on another replica could be
+        // stored too: in `ack: upstream` that is the app's timeout.
+        if let Some(r) = routes
+            .iter()
+            .find(|r| r.ack == AckMode::Upstream && r.upstream.timeout >= options.claim_ttl)
+        {
+            return Err(err(
+                "dedupe.redis.claim_ttl",
+                format!(
+                    "must be longer than route {}'s upstream.timeout (ack: upstream)",
+                    r.name
+                ),
+            ));
+        }
     }
 
     Ok(Config {

@@ -149,7 +149,7 @@ impl BackgroundService for Forwarder {
         let mut compact = tokio::time::interval(COMPACT_EVERY);
         loop {
             tokio::select! {
-                _ = stats.tick() => self.shared.refresh_gauges(),
+                _ = stats.tick() => self.shared.refresh_gauges().await,
                 _ = compact.tick() => {
                     match spool.compact(now_ms()).await {
                         Ok(0) => {}

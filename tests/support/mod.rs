@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod gate;
+pub mod redis;
 pub mod samples;
 pub mod sender;
 

@@ -1,0 +1,1302 @@
+//! The cross-replica part of the duplicate memory, kept in Redis.
+//!
+//! Several replicas behind a load balancer must agree on which event ids they have stored,
+//! because a sender's retry can land on any of them. The caller keeps its in-process
+//! in-flight table (local twins wait on each other); this module decides between replicas:
+//!
+//! * one key per id: `{prefix}:{32 lowercase hex chars}` (the 16-byte key, hex-encoded);
+//! * `claim:<token>` while a replica is storing the event, expiring after `claim_ttl` so a
+//!   replica that died mid-claim blocks nobody for long;
+//! * `seen` once the event is safe, expiring after `ttl`.
+//!
+//! Namespacing: every key starts with `prefix` (default [`DEFAULT_PREFIX`]). Environments
+//! sharing one Redis (MTF and PROD, staging and production) must use distinct prefixes
+//! (e.g. `pushgate:prod:dedupe`) or distinct databases (`redis://host/1`), otherwise an id
+//! stored in one environment answers "duplicate" in the other. An ACL user restricted to
+//! `~{prefix}:*` keeps a deployment inside its namespace.
+//!
+//! Redis being unreachable never blocks a sender: every command is bounded by
+//! `RedisOptions::timeout` (default 1 s) and fails with [`RedisError::Unavailable`]; the
+//! connection re-establishes itself when Redis comes back.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Script, ServerErrorKind, Value};
+
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "pushgate:dedupe";
+
+/// Value of a key whose event is safe.
+const SEEN: &str = "seen";
+
+/// Claims atomically. SET NX takes a free key; otherwise the holder decides the answer.
+/// The remaining PTTL of a `seen` key lets the local cache forget the id when Redis does.
+/// Returns {0, 0} claimed, {1, pttl} seen, {2, pttl} in flight, {3, pttl} a foreign value.
+const CLAIM_LUA: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, 0}
+end
+local v = redis.call('GET', KEYS[1])
+local t = redis.call('PTTL', KEYS[1])
+if v == 'seen' then
+  return {1, t}
+end
+if v and string.sub(v, 1, 6) == 'claim:' then
+  return {2, t}
+end
+return {3, t}
+"#;
+
+/// Compare-and-delete: only the claim this instance wrote is removed, never another
+/// replica's claim nor a `seen` mark. Returns 1 if deleted, else 0.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+
+/// How the Redis memory is reached and how long it remembers.
+#[derive(Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS. For Cluster, either set
+    /// `cluster` or use the scheme `redis+cluster://` / `rediss+cluster://`; several seed
+    /// nodes may be given as a comma-separated list of URLs.
+    pub url: String,
+    /// Talk Redis Cluster (also implied by a `+cluster` scheme).
+    pub cluster: bool,
+    /// Key namespace; see the module docs on separating environments.
+    pub prefix: String,
+    /// How long an id is remembered once its event is safe.
+    pub ttl: Duration,
+    /// How long an unfinished claim blocks other replicas: covers a replica that died
+    /// mid-claim. Must exceed the longest time a store (fsync, or the app's answer in
+    /// `ack: upstream`) can take, or a twin may be stored twice.
+    pub claim_ttl: Duration,
+    /// Entries of the in-process cache of ids known to be seen (0 disables it). Only `seen`
+    /// answers are cached, never claims: a claim can still end either way.
+    pub local_cache_entries: u64,
+    /// Bound on every Redis call, connection set-up included.
+    pub timeout: Duration,
+    /// PEM file of the CA(s) that sign the Redis server certificate, for `rediss://` with a
+    /// private CA. Without it the Mozilla (webpki) roots are trusted.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The database holds nothing but this deployment's dedupe keys: `approx_len` may then
+    /// use DBSIZE (O(1), and summed over primaries in Cluster) instead of a capped SCAN.
+    pub dedicated_db: bool,
+}
+
+impl RedisOptions {
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            url: url.into(),
+            cluster: false,
+            prefix: DEFAULT_PREFIX.to_owned(),
+            ttl: Duration::from_secs(72 * 3600),
+            claim_ttl: Duration::from_secs(30),
+            local_cache_entries: 100_000,
+            timeout: Duration::from_secs(1),
+            tls_ca_file: None,
+            dedicated_db: false,
+        }
+    }
+}
+
+impl Default for RedisOptions {
+    fn default() -> RedisOptions {
+        RedisOptions::new("redis://127.0.0.1:6379/0")
+    }
+}
+
+// Hand-written so the password never reaches a log through `{:?}`.
+impl fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redact_url(&self.url))
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("claim_ttl", &self.claim_ttl)
+            .field("local_cache_entries", &self.local_cache_entries)
+            .field("timeout", &self.timeout)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("dedicated_db", &self.dedicated_db)
+            .finish()
+    }
+}
+
+/// The answer of a claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoteClaim {
+    /// Nobody held the id: this replica owns it until `commit` or `release`.
+    Claimed,
+    /// The id is already safe somewhere: a duplicate.
+    Seen,
+    /// Another replica holds an unfinished claim.
+    InFlight,
+}
+
+/// Why Redis could not answer. Messages carry no password and no key material beyond the
+/// hex key.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// Unreachable, timed out, loading, failing over: transient, answer the sender 503.
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// Credentials or ACL permissions refused.
+    #[error("redis refused the credentials: {0}")]
+    Auth(String),
+    /// The options cannot work (bad URL, unreadable CA file, zero TTL).
+    #[error("redis configuration: {0}")]
+    Config(String),
+    /// Redis answered something this module never writes (a foreign value under our key).
+    #[error("redis answered unexpectedly: {0}")]
+    Protocol(String),
+}
+
+/// One connection handle for both topologies; both auto-reconnect and are cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Local entries expire when their Redis key does (the value is the remaining lifetime).
+struct RemainingTtl;
+
+impl moka::Expiry<[u8; 16], Duration> for RemainingTtl {
+    fn expire_after_create(&self, _: &[u8; 16], left: &Duration, _: Instant) -> Option<Duration> {
+        Some(*left)
+    }
+
+    fn expire_after_update(&self, _: &[u8; 16], left: &Duration, _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(*left)
+    }
+}
+
+struct Inner {
+    conn: Conn,
+    cluster: bool,
+    dedicated_db: bool,
+    prefix: String,
+    ttl: Duration,
+    ttl_ms: u64,
+    claim_ttl_ms: u64,
+    timeout: Duration,
+    /// `claim:<random 128-bit hex>-<pid>`, one per `connect`: release compares against it.
+    claim_value: String,
+    /// Ids known to be seen, each until its Redis key expires; `None` when disabled.
+    seen: Option<moka::sync::Cache<[u8; 16], Duration>>,
+    round_trips: AtomicU64,
+    /// Passwords from the URL(s), raw and percent-decoded, scrubbed from every message.
+    secrets: Vec<String>,
+}
+
+/// The Redis duplicate memory. Cheap to clone; clones share connection and cache.
+#[derive(Clone)]
+pub struct RedisSeen {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSeen")
+            .field("cluster", &self.inner.cluster)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSeen {
+    /// Builds the connection and probes Redis once, within `timeout`.
+    ///
+    /// Never waits longer than about `timeout`: the connection is lazy and reconnects by
+    /// itself. Redis being unreachable at start-up is logged and tolerated (the replica
+    /// starts, `healthy()` is false and calls fail with `Unavailable` until Redis answers);
+    /// refused credentials or a bad URL are errors, since waiting cannot fix them.
+    pub async fn connect(opts: RedisOptions) -> Result<RedisSeen, RedisError> {
+        let mut secrets = url_passwords(&opts.url);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len())); // longest first when scrubbing
+        let scrub_with = |m: String| scrub(&m, &secrets);
+
+        if opts.prefix.is_empty() {
+            return Err(RedisError::Config("prefix must not be empty".into()));
+        }
+        for (name, d) in [
+            ("ttl", opts.ttl),
+            ("claim_ttl", opts.claim_ttl),
+            ("timeout", opts.timeout),
+        ] {
+            if d < Duration::from_millis(1) {
+                return Err(RedisError::Config(format!("{name} must be at least 1ms")));
+            }
+        }
+
+        let mut cluster = opts.cluster;
+        let mut urls = Vec::new();
+        for part in opts.url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let url = if let Some(rest) = part.strip_prefix("redis+cluster://") {
+                cluster = true;
+                format!("redis://{rest}")
+            } else if let Some(rest) = part.strip_prefix("rediss+cluster://") {
+                cluster = true;
+                format!("rediss://{rest}")
+            } else {
+                part.to_owned()
+            };
+            urls.push(url);
+        }
+        if urls.is_empty() {
+            return Err(RedisError::Config("url is empty".into()));
+        }
+        if !cluster && urls.len() > 1 {
+            return Err(RedisError::Config(
+                "several URLs are only accepted for Redis Cluster (cluster: true)".into(),
+            ));
+        }
+
+        let root_cert = match &opts.tls_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| RedisError::Config(format!("cannot read tls_ca_file {}: {e}", path.display())))?,
+            ),
+            None => None,
+        };
+        let config_err = |e: redis::RedisError| RedisError::Config(scrub_with(e.to_string()));
+
+        let conn = if cluster {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
+                .connection_timeout(opts.timeout)
+                .response_timeout(opts.timeout)
+                // Few, short retries: our own timeout bounds each call anyway.
+                .retries(2)
+                .min_retry_wait(20)
+                .max_retry_wait(200);
+            if let Some(pem) = root_cert {
+                builder = builder.certs(redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                });
+            }
+            let client = builder.build().map_err(config_err)?;
+            let config = redis::cluster::ClusterConfig::new()
+                .set_connection_timeout(opts.timeout)
+                .set_response_timeout(opts.timeout);
+            // Connects in the background: the first command waits for it (bounded).
+            Conn::Cluster(client.get_pending_async_connection_with_config(config))
+        } else {
+            let url = urls.swap_remove(0);
+            let client = match root_cert {
+                Some(pem) => redis::Client::build_with_tls(
+                    url.as_str(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                ),
+                None => redis::Client::open(url.as_str()),
+            }
+            .map_err(config_err)?;
+            // One quick retry per reconnect attempt: a failed attempt surfaces as an error
+            // and the next call starts a fresh one, so recovery follows Redis within a call.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(opts.timeout))
+                .set_response_timeout(Some(opts.timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(20))
+                .set_max_delay(Duration::from_millis(200));
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(config_err)?)
+        };
+
+        let seen = (opts.local_cache_entries > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(opts.local_cache_entries)
+                .expire_after(RemainingTtl)
+                .build()
+        });
+
+        let this = RedisSeen {
+            inner: Arc::new(Inner {
+                conn,
+                cluster,
+                dedicated_db: opts.dedicated_db,
+                prefix: opts.prefix,
+                ttl: opts.ttl,
+                ttl_ms: millis(opts.ttl),
+                claim_ttl_ms: millis(opts.claim_ttl),
+                timeout: opts.timeout,
+                claim_value: format!("claim:{:032x}-{}", rand::random::<u128>(), std::process::id()),
+                seen,
+                round_trips: AtomicU64::new(0),
+                secrets,
+            }),
+        };
+
+        match this.probe().await {
+            Ok(()) => {}
+            Err(e @ (RedisError::Auth(_) | RedisError::Config(_))) => return Err(e),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "redis dedupe not reachable at start-up; retrying in the background"
+            ),
+        }
+        Ok(this)
+    }
+
+    /// Claims `key` for this replica, atomically (one round trip, a Lua script run with
+    /// EVALSHA, loaded on NOSCRIPT). Ids known locally to be seen are answered without
+    /// asking Redis.
+    pub async fn try_claim(&self, key: [u8; 16]) -> Result<RemoteClaim, RedisError> {
+        if self.known_seen(&key) {
+            return Ok(RemoteClaim::Seen);
+        }
+        let rkey = self.redis_key(&key);
+        let mut inv = CLAIM.prepare_invoke();
+        inv.key(&rkey).arg(&self.inner.claim_value).arg(self.inner.claim_ttl_ms);
+        let (code, pttl): (i64, i64) = self
+            .bounded(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        match code {
+            0 => Ok(RemoteClaim::Claimed),
+            1 => {
+                // PTTL is -1 only if someone removed the expiry by hand: fall back to ttl.
+                let left = u64::try_from(pttl)
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .map_or(self.inner.ttl, Duration::from_millis)
+                    .min(self.inner.ttl);
+                self.remember(key, left);
+                Ok(RemoteClaim::Seen)
+            }
+            2 => Ok(RemoteClaim::InFlight),
+            _ => Err(RedisError::Protocol(format!(
+                "{rkey} holds a value that is neither a claim nor seen"
+            ))),
+        }
+    }
+
+    /// The event is safe: marks the id seen for `ttl`.
+    ///
+    /// Unconditional (no ownership check): the event *is* stored, so "seen" is the truth
+    /// whoever holds the key. If our claim expired meanwhile and another replica claimed
+    /// the same id, it is storing the same event; our `seen` makes its release a no-op and
+    /// its commit rewrites `seen`, and the worst outcome is the app getting the event from
+    /// both (delivery is at least once). Refreshing the TTL of an already-seen id is
+    /// harmless. The id is remembered locally even if Redis fails, so this replica at least
+    /// keeps answering duplicates; on error the caller still answers the sender (the event
+    /// is safe) and only other replicas may store a retry again after `claim_ttl`.
+    pub async fn commit(&self, key: [u8; 16]) -> Result<(), RedisError> {
+        self.remember(key, self.inner.ttl);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(&key)).arg(SEEN).arg("PX").arg(self.inner.ttl_ms);
+        self.run::<()>(&cmd).await
+    }
+
+    /// Storing failed: frees the id for a retry, if the key still holds this instance's
+    /// claim (a compare-and-delete script). Another replica's claim or a `seen` stays.
+    pub async fn release(&self, key: [u8; 16]) -> Result<(), RedisError> {
+        let rkey = self.redis_key(&key);
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(&rkey).arg(&self.inner.claim_value);
+        let deleted: i64 = self
+            .bounded(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        if deleted == 0 {
+            tracing::debug!(key = %rkey, "release: claim no longer ours (expired or taken over)");
+        }
+        Ok(())
+    }
+
+    /// Waits, polling with backoff (20 ms doubling to 500 ms), for another replica's claim
+    /// to end, up to `max_wait`:
+    /// * `Some(Seen)`: the owner committed: a duplicate;
+    /// * `Some(Claimed)`: the claim was released or expired, and this poll took it over in the
+    ///   same atomic step, so this replica now owns the id (commit or release it). Claiming
+    ///   here rather than returning "gone" keeps waiting replicas from racing a second time;
+    /// * `None`: still in flight at `max_wait`.
+    ///
+    /// Each poll is a `try_claim`.
+    pub async fn wait(&self, key: [u8; 16], max_wait: Duration) -> Result<Option<RemoteClaim>, RedisError> {
+        const FIRST: Duration = Duration::from_millis(20);
+        const MAX: Duration = Duration::from_millis(500);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let mut delay = FIRST;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            tokio::time::sleep(delay.min(left)).await;
+            match self.try_claim(key).await? {
+                RemoteClaim::InFlight => delay = (delay * 2).min(MAX),
+                done => return Ok(Some(done)),
+            }
+        }
+    }
+
+    /// Number of dedupe keys (claims included), for the `pushgate_dedupe_keys` gauge.
+    ///
+    /// * `dedicated_db`: DBSIZE, O(1) (summed over primaries in Cluster);
+    /// * otherwise, single node: SCAN MATCH `{prefix}:*`, 1,000 keys a step, at most 100
+    ///   steps; `None` when the database is larger than that (the gauge stays unset rather
+    ///   than showing a partial count);
+    /// * otherwise, Cluster: `None`.
+    ///
+    /// `None` as well when Redis does not answer. Meant for a scrape every few seconds, not
+    /// per request.
+    pub async fn approx_len(&self) -> Option<u64> {
+        let counted = if self.inner.dedicated_db {
+            self.run::<u64>(&redis::cmd("DBSIZE")).await.map(Some)
+        } else if self.inner.cluster {
+            Ok(None) // SCAN would have to visit every primary
+        } else {
+            self.scan_count().await
+        };
+        counted.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "dedupe key count unavailable");
+            None
+        })
+    }
+
+    /// Counts `{prefix}:*` keys with SCAN, giving up (`None`) past 100 steps of 1,000. SCAN
+    /// may return a key twice while Redis rehashes: the count is approximate.
+    async fn scan_count(&self) -> Result<Option<u64>, RedisError> {
+        const STEP: u64 = 1_000;
+        const MAX_STEPS: usize = 100;
+        let pattern = format!("{}:*", glob_escape(&self.inner.prefix));
+        let mut cursor = 0u64;
+        let mut count = 0u64;
+        for _ in 0..MAX_STEPS {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(STEP);
+            let (next, keys): (u64, Vec<Value>) = self.run(&cmd).await?;
+            count += keys.len() as u64;
+            cursor = next;
+            if cursor == 0 {
+                return Ok(Some(count));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether Redis answers PING within `timeout` (every primary, in Cluster). For
+    /// /readyz; it also kicks the reconnection while Redis is away.
+    pub async fn healthy(&self) -> bool {
+        self.ping().await.is_ok()
+    }
+
+    /// Redis calls made so far (local-cache answers excluded). For tests and diagnostics.
+    #[doc(hidden)]
+    pub fn round_trips(&self) -> u64 {
+        self.inner.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// PING, then load the scripts so the first claim is one round trip (after a Redis
+    /// restart EVALSHA answers NOSCRIPT once and the script is loaded again).
+    async fn probe(&self) -> Result<(), RedisError> {
+        self.ping().await?;
+        for script in [&*CLAIM, &*RELEASE] {
+            self.bounded(|mut c| async move { script.load_async(&mut c).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RedisError> {
+        self.run::<()>(&redis::cmd("PING")).await
+    }
+
+    fn known_seen(&self, key: &[u8; 16]) -> bool {
+        self.inner.seen.as_ref().is_some_and(|c| c.contains_key(key))
+    }
+
+    fn remember(&self, key: [u8; 16], for_: Duration) {
+        if let Some(c) = &self.inner.seen {
+            c.insert(key, for_);
+        }
+    }
+
+    fn redis_key(&self, key: &[u8; 16]) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(self.inner.prefix.len() + 33);
+        s.push_str(&self.inner.prefix);
+        s.push(':');
+        for b in key {
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        s
+    }
+
+    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
+        self.bounded(|mut c| async move { cmd.query_async(&mut c).await }).await
+    }
+
+    /// Runs one call on a clone of the connection, bounded by `timeout`, errors scrubbed.
+    async fn bounded<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(self.inner.timeout, call(self.inner.conn.clone())).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.classify(&e)),
+            Err(_) => Err(RedisError::Unavailable(format!(
+                "no answer within {:?}",
+                self.inner.timeout
+            ))),
+        }
+    }
+
+    fn classify(&self, e: &redis::RedisError) -> RedisError {
+        let msg = scrub(&e.to_string(), &self.inner.secrets);
+        match e.kind() {
+            ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => RedisError::Auth(msg),
+            _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) => RedisError::Auth(msg),
+            ErrorKind::InvalidClientConfig => RedisError::Config(msg),
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => RedisError::Protocol(msg),
+            _ => RedisError::Unavailable(msg),
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// Escapes SCAN MATCH glob characters so a prefix is matched literally.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The user-info part (`user:password`) of each `scheme://user:password@host` in `url`.
+fn userinfo_spans(url: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut from = 0;
+    while let Some(i) = url[from..].find("://") {
+        let start = from + i + 3;
+        let end_authority = url[start..].find(['/', ',', ' ']).map_or(url.len(), |j| start + j);
+        if let Some(at) = url[start..end_authority].rfind('@') {
+            spans.push((start, start + at));
+        }
+        from = start;
+    }
+    spans
+}
+
+/// Passwords in `url` (raw and percent-decoded), to be scrubbed from messages.
+fn url_passwords(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (s, e) in userinfo_spans(url) {
+        let info = &url[s..e];
+        let pw = info.split_once(':').map_or(info, |(_, pw)| pw);
+        if pw.is_empty() {
+            continue;
+        }
+        out.push(pw.to_owned());
+        let decoded = percent_decode(pw);
+        if decoded != pw {
+            out.push(decoded);
+        }
+    }
+    out
+}
+
+/// `url` with every password replaced by `***` (the user name is kept).
+pub fn redact_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut last = 0;
+    for (s, e) in userinfo_spans(url) {
+        let info = &url[s..e];
+        out.push_str(&url[last..s]);
+        match info.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":***");
+            }
+            // `redis://secret@host` is read as a password by redis-rs.
+            None => out.push_str("***"),
+        }
+        last = e;
+    }
+    out.push_str(&url[last..]);
+    out
+}
+
+/// Removes known secrets and any URL credentials from a message.
+fn scrub(msg: &str, secrets: &[String]) -> String {
+    let mut out = redact_url(msg);
+    for s in secrets {
+        if !s.is_empty() {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+
+    /// A private redis-server on a free loopback port, SIGKILLed on drop.
+    struct Server {
+        child: Option<Child>,
+        port: u16,
+        dir: tempfile::TempDir,
+        extra: Vec<String>,
+    }
+
+    fn free_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    impl Server {
+        fn start(extra: &[&str]) -> Server {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            Server::start_with(|_, _| extra)
+        }
+
+        /// `extra(port, dir)` gives the arguments added after the defaults.
+        fn start_with(extra: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Server {
+            let port = free_port();
+            let dir = tempfile::tempdir().unwrap();
+            let extra = extra(port, dir.path());
+            let mut s = Server {
+                child: None,
+                port,
+                dir,
+                extra,
+            };
+            s.restart();
+            s
+        }
+
+        fn restart(&mut self) {
+            assert!(self.child.is_none());
+            let child = Command::new("/usr/bin/redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .args(&self.extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs");
+            self.child = Some(child);
+            let until = Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+                assert!(Instant::now() < until, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        /// SIGKILL: the "Redis died" case, no goodbye on the socket.
+        fn kill(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+
+        fn opts(&self) -> RedisOptions {
+            RedisOptions::new(self.url())
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            self.kill();
+        }
+    }
+
+    /// A plain connection for looking at what the module wrote.
+    async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    fn k(n: u8) -> [u8; 16] {
+        let mut k = [0u8; 16];
+        k[0] = 0xab;
+        k[15] = n;
+        k
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commit_makes_a_duplicate_answered_from_the_local_cache() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(1)).await.unwrap(), RemoteClaim::Claimed);
+
+        // The key is `{prefix}:{hex}` holding our claim, bounded by claim_ttl.
+        let mut r = raw(&srv.url()).await;
+        let name = &format!("pushgate:dedupe:ab{}01", "0".repeat(28));
+        let v: String = redis::cmd("GET").arg(name).query_async(&mut r).await.unwrap();
+        assert!(v.starts_with("claim:"), "{v}");
+        let pttl: i64 = redis::cmd("PTTL").arg(name).query_async(&mut r).await.unwrap();
+        assert!(pttl > 0 && pttl <= 30_000, "{pttl}");
+
+        a.commit(k(1)).await.unwrap();
+        let v: String = redis::cmd("GET").arg(name).query_async(&mut r).await.unwrap();
+        assert_eq!(v, "seen");
+
+        let before = a.round_trips();
+        for _ in 0..100 {
+            assert_eq!(a.try_claim(k(1)).await.unwrap(), RemoteClaim::Seen);
+        }
+        assert_eq!(a.round_trips(), before, "duplicates must not reach Redis");
+
+        // Another replica learns it from Redis once, then from its own cache.
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let before = b.round_trips();
+        for _ in 0..100 {
+            assert_eq!(b.try_claim(k(1)).await.unwrap(), RemoteClaim::Seen);
+        }
+        assert_eq!(b.round_trips(), before + 1);
+
+        // Redis agrees: one EVALSHA per Redis answer above (a: 1 claim; b: 1).
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let evalsha = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap();
+        assert!(
+            evalsha.starts_with("cmdstat_evalsha:calls=2,") && evalsha.ends_with("failed_calls=0"),
+            "{evalsha}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_makes_the_id_claimable_again() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::Claimed);
+        assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::InFlight);
+        a.release(k(2)).await.unwrap();
+        assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::Claimed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_concurrent_claims_across_two_replicas_give_one_owner() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        for round in 0..5u8 {
+            let start = Arc::new(tokio::sync::Barrier::new(50));
+            let tasks: Vec<_> = (0..50)
+                .map(|i| {
+                    let r = if i % 2 == 0 { a.clone() } else { b.clone() };
+                    let start = start.clone();
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        r.try_claim(k(100 + round)).await.unwrap()
+                    })
+                })
+                .collect();
+            let mut claimed = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    RemoteClaim::Claimed => claimed += 1,
+                    RemoteClaim::InFlight => {}
+                    RemoteClaim::Seen => panic!("nothing was committed"),
+                }
+            }
+            assert_eq!(claimed, 1, "round {round}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_replica_sees_the_commit() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(3)).await.unwrap(), RemoteClaim::Claimed);
+        assert_eq!(b.try_claim(k(3)).await.unwrap(), RemoteClaim::InFlight);
+
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait(k(3), Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(!waiter.is_finished(), "must wait while the claim is held");
+        a.commit(k(3)).await.unwrap();
+        let t = Instant::now();
+        assert_eq!(waiter.await.unwrap().unwrap(), Some(RemoteClaim::Seen));
+        assert!(t.elapsed() < Duration::from_millis(700), "{:?}", t.elapsed());
+        // The answer came from Redis and is now cached.
+        let before = b.round_trips();
+        assert_eq!(b.try_claim(k(3)).await.unwrap(), RemoteClaim::Seen);
+        assert_eq!(b.round_trips(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_waiting_replica_takes_over_a_released_claim() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::Claimed);
+        let waiter = {
+            let b = b.clone();
+            tokio::spawn(async move { b.wait(k(4), Duration::from_secs(5)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        a.release(k(4)).await.unwrap();
+        // "Gone" is answered as Claimed: b took the id in the same step.
+        assert_eq!(waiter.await.unwrap().unwrap(), Some(RemoteClaim::Claimed));
+        assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::InFlight);
+        // b's claim is b's: a's release leaves it, b's release frees it.
+        a.release(k(4)).await.unwrap();
+        assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::InFlight);
+        b.release(k(4)).await.unwrap();
+        assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::Claimed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wait_times_out_while_the_claim_is_held() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(5)).await.unwrap(), RemoteClaim::Claimed);
+        let t = Instant::now();
+        assert_eq!(b.wait(k(5), Duration::from_millis(300)).await.unwrap(), None);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_millis(600));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_expired_claim_of_a_dead_replica_frees_the_id() {
+        let srv = Server::start(&[]);
+        let opts = RedisOptions {
+            claim_ttl: Duration::from_millis(300),
+            ..srv.opts()
+        };
+        let dead = RedisSeen::connect(opts.clone()).await.unwrap();
+        let b = RedisSeen::connect(opts).await.unwrap();
+        assert_eq!(dead.try_claim(k(6)).await.unwrap(), RemoteClaim::Claimed);
+        drop(dead); // dies mid-claim: never commits nor releases
+        assert_eq!(b.try_claim(k(6)).await.unwrap(), RemoteClaim::InFlight);
+        let t = Instant::now();
+        let got = b.wait(k(6), Duration::from_secs(3)).await.unwrap();
+        assert_eq!(got, Some(RemoteClaim::Claimed));
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_id_is_forgotten_after_ttl_in_redis_and_in_the_local_cache() {
+        let srv = Server::start(&[]);
+        let opts = RedisOptions {
+            ttl: Duration::from_millis(600),
+            ..srv.opts()
+        };
+        let a = RedisSeen::connect(opts.clone()).await.unwrap();
+        let b = RedisSeen::connect(opts).await.unwrap();
+        assert_eq!(a.try_claim(k(7)).await.unwrap(), RemoteClaim::Claimed);
+        a.commit(k(7)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // b caches the id for what Redis has left (~300ms), not for a fresh ttl.
+        assert_eq!(b.try_claim(k(7)).await.unwrap(), RemoteClaim::Seen);
+        assert_eq!(a.try_claim(k(7)).await.unwrap(), RemoteClaim::Seen);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let before = b.round_trips();
+        assert_eq!(b.try_claim(k(7)).await.unwrap(), RemoteClaim::Claimed);
+        assert_eq!(b.round_trips(), before + 1, "b's cache entry must be gone");
+        b.release(k(7)).await.unwrap();
+        assert_eq!(a.try_claim(k(7)).await.unwrap(), RemoteClaim::Claimed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn release_never_deletes_another_owner_nor_a_seen_mark() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(8)).await.unwrap(), RemoteClaim::Claimed);
+        b.release(k(8)).await.unwrap();
+        assert_eq!(b.try_claim(k(8)).await.unwrap(), RemoteClaim::InFlight);
+        a.commit(k(8)).await.unwrap();
+        a.release(k(8)).await.unwrap(); // late release after commit: no-op
+        assert_eq!(b.try_claim(k(8)).await.unwrap(), RemoteClaim::Seen);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_foreign_value_under_our_key_is_an_error_not_an_answer() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let mut r = raw(&srv.url()).await;
+        let _: () = redis::cmd("SET")
+            .arg(format!("pushgate:dedupe:ab{}09", "0".repeat(28)))
+            .arg("junk")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        assert!(matches!(a.try_claim(k(9)).await, Err(RedisError::Protocol(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
+        let mut srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        assert_eq!(a.try_claim(k(10)).await.unwrap(), RemoteClaim::Claimed);
+        assert!(a.healthy().await);
+
+        srv.kill();
+        for i in 0..5 {
+            let t = Instant::now();
+            let r = a.try_claim(k(11)).await;
+            eprintln!("redis down: try_claim #{i} failed after {:?}: {r:?}", t.elapsed());
+            assert!(matches!(r, Err(RedisError::Unavailable(_))), "{i}: {r:?}");
+            assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+            let t = Instant::now();
+            assert!(a.commit(k(12)).await.is_err());
+            assert!(a.release(k(10)).await.is_err());
+            assert!(!a.healthy().await);
+            assert_eq!(a.approx_len().await, None);
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        }
+
+        srv.restart();
+        let back = Instant::now();
+        let until = back + Duration::from_secs(10);
+        loop {
+            match a.try_claim(k(11)).await {
+                Ok(r) => {
+                    eprintln!("redis back: first success after {:?}", back.elapsed());
+                    assert_eq!(r, RemoteClaim::Claimed);
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < until, "not back: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(a.healthy().await);
+        a.commit(k(11)).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_does_not_wait_for_a_missing_redis() {
+        let port = free_port();
+        let t = Instant::now();
+        let a = RedisSeen::connect(RedisOptions::new(format!("redis://127.0.0.1:{port}/0")))
+            .await
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+        assert!(!a.healthy().await);
+        assert!(matches!(a.try_claim(k(13)).await, Err(RedisError::Unavailable(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_redis_becomes_unavailable_within_the_timeout() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(RedisOptions {
+            timeout: Duration::from_millis(300),
+            ..srv.opts()
+        })
+        .await
+        .unwrap();
+        assert!(a.healthy().await);
+        let pid = srv.child.as_ref().unwrap().id().to_string();
+        let stop = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
+        stop("-STOP");
+        let t = Instant::now();
+        let r = a.try_claim(k(14)).await;
+        stop("-CONT");
+        assert!(matches!(r, Err(RedisError::Unavailable(_))), "{r:?}");
+        assert!(t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_works_and_a_wrong_password_is_never_printed() {
+        let srv = Server::start(&["--requirepass", "s3cr3t-Pw"]);
+        let url = |pw: &str| format!("redis://default:{pw}@127.0.0.1:{}/0", srv.port);
+
+        let a = RedisSeen::connect(RedisOptions::new(url("s3cr3t-Pw"))).await.unwrap();
+        assert_eq!(a.try_claim(k(15)).await.unwrap(), RemoteClaim::Claimed);
+        a.commit(k(15)).await.unwrap();
+        // Password-only form (legacy AUTH).
+        let b = RedisSeen::connect(RedisOptions::new(format!(
+            "redis://:s3cr3t-Pw@127.0.0.1:{}/0",
+            srv.port
+        )))
+        .await
+        .unwrap();
+        assert_eq!(b.try_claim(k(15)).await.unwrap(), RemoteClaim::Seen);
+
+        let wrong = "Wr0ng%2Fpass";
+        let opts = RedisOptions::new(url(wrong));
+        let dbg = format!("{opts:?}");
+        assert!(!dbg.contains("Wr0ng") && dbg.contains("default:***@"), "{dbg}");
+        let err = RedisSeen::connect(opts).await.unwrap_err();
+        let shown = format!("{err} / {err:?}");
+        assert!(matches!(err, RedisError::Auth(_)), "{shown}");
+        assert!(!shown.contains("Wr0ng"), "{shown}");
+
+        // No password at all: refused the same way.
+        let err = RedisSeen::connect(srv.opts()).await.unwrap_err();
+        assert!(matches!(err, RedisError::Auth(_)), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn approx_len_counts_only_our_prefix() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let other = RedisSeen::connect(RedisOptions {
+            prefix: "pushgate:staging:dedupe".into(),
+            ..srv.opts()
+        })
+        .await
+        .unwrap();
+        for i in 0..30 {
+            assert_eq!(a.try_claim(k(i)).await.unwrap(), RemoteClaim::Claimed);
+            if i % 2 == 0 {
+                a.commit(k(i)).await.unwrap();
+            }
+        }
+        // Another environment's prefix is another memory.
+        assert_eq!(other.try_claim(k(0)).await.unwrap(), RemoteClaim::Claimed);
+        assert_eq!(a.approx_len().await, Some(30));
+        assert_eq!(other.approx_len().await, Some(1));
+        let dedicated = RedisSeen::connect(RedisOptions {
+            dedicated_db: true,
+            ..srv.opts()
+        })
+        .await
+        .unwrap();
+        assert_eq!(dedicated.approx_len().await, Some(31));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_cluster_is_spoken_too() {
+        let srv = Server::start(&["--cluster-enabled", "yes"]);
+        let mut r = raw(&srv.url()).await;
+        let _: () = redis::cmd("CLUSTER")
+            .arg("ADDSLOTSRANGE")
+            .arg(0)
+            .arg(16383)
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut r).await.unwrap();
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(Instant::now() < until, "cluster not ok: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let opts = RedisOptions {
+            dedicated_db: true,
+            ..RedisOptions::new(format!("redis+cluster://127.0.0.1:{}", srv.port))
+        };
+        let a = RedisSeen::connect(opts.clone()).await.unwrap();
+        let b = RedisSeen::connect(opts).await.unwrap();
+        assert!(a.healthy().await);
+        assert_eq!(a.try_claim(k(16)).await.unwrap(), RemoteClaim::Claimed);
+        assert_eq!(b.try_claim(k(16)).await.unwrap(), RemoteClaim::InFlight);
+        a.release(k(16)).await.unwrap();
+        assert_eq!(b.try_claim(k(16)).await.unwrap(), RemoteClaim::Claimed);
+        b.commit(k(16)).await.unwrap();
+        assert_eq!(a.try_claim(k(16)).await.unwrap(), RemoteClaim::Seen);
+        assert_eq!(a.approx_len().await, Some(1));
+    }
+
+    /// Makes a CA and a `localhost` server certificate with the openssl CLI.
+    fn make_tls_files(dir: &std::path::Path) -> bool {
+        let sh = r#"set -e
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > ext.cnf
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext.cnf 2>/dev/null
+"#;
+        Command::new("sh")
+            .args(["-c", sh])
+            .current_dir(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rediss_with_a_private_ca() {
+        let certs = tempfile::tempdir().unwrap();
+        if !make_tls_files(certs.path()) {
+            eprintln!("SKIPPED rediss_with_a_private_ca: no openssl CLI");
+            return;
+        }
+        let c = certs.path().to_owned();
+        let srv = Server::start_with(|port, _| {
+            let f = |n: &str| c.join(n).display().to_string();
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                f("server.pem"),
+                "--tls-key-file".into(),
+                f("server.key"),
+                "--tls-ca-cert-file".into(),
+                f("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        });
+        let url = format!("rediss://localhost:{}/0", srv.port);
+        let a = RedisSeen::connect(RedisOptions {
+            tls_ca_file: Some(certs.path().join("ca.pem")),
+            ..RedisOptions::new(url.clone())
+        })
+        .await
+        .unwrap();
+        assert!(a.healthy().await);
+        assert_eq!(a.try_claim(k(17)).await.unwrap(), RemoteClaim::Claimed);
+        a.commit(k(17)).await.unwrap();
+
+        // Without the private CA the server is not trusted: an error, not a hang.
+        let untrusted = RedisSeen::connect(RedisOptions::new(url)).await.unwrap();
+        assert!(!untrusted.healthy().await);
+        assert!(untrusted.try_claim(k(17)).await.is_err());
+    }
+
+    #[test]
+    fn urls_are_redacted_and_secrets_scrubbed() {
+        assert_eq!(
+            redact_url("rediss://app:p%40ss@redis.internal:6380/2"),
+            "rediss://app:***@redis.internal:6380/2"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@a:1,redis://:pw2@b:2"),
+            "redis://:***@a:1,redis://:***@b:2"
+        );
+        assert_eq!(redact_url("redis://secret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        let pws = url_passwords("redis://u:p%40ss@h");
+        assert_eq!(pws, ["p%40ss", "p@ss"]);
+        assert_eq!(scrub("failed: p@ss and p%40ss", &pws), "failed: *** and ***");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    /// Added latency of try_claim + commit on loopback:
+    /// `cargo test --release -- --ignored --nocapture latency`
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn latency() {
+        let srv = Server::start(&[]);
+        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let n = 2_000u32;
+        let mut claim_commit = Vec::with_capacity(n as usize);
+        let mut dup_remote = Vec::with_capacity(n as usize);
+        let mut dup_local = Vec::with_capacity(n as usize);
+        let b = RedisSeen::connect(RedisOptions {
+            local_cache_entries: 0,
+            ..srv.opts()
+        })
+        .await
+        .unwrap();
+        for i in 0..n {
+            let mut key = [0u8; 16];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            let t = Instant::now();
+            assert_eq!(a.try_claim(key).await.unwrap(), RemoteClaim::Claimed);
+            a.commit(key).await.unwrap();
+            claim_commit.push(t.elapsed());
+            let t = Instant::now();
+            assert_eq!(b.try_claim(key).await.unwrap(), RemoteClaim::Seen);
+            dup_remote.push(t.elapsed());
+            let t = Instant::now();
+            assert_eq!(a.try_claim(key).await.unwrap(), RemoteClaim::Seen);
+            dup_local.push(t.elapsed());
+        }
+        for (name, mut v) in [
+            ("try_claim+commit", claim_commit),
+            ("duplicate via Redis (no local cache)", dup_remote),
+            ("duplicate from the local cache", dup_local),
+        ] {
+            v.sort();
+            let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+            println!(
+                "{name}: n={} median={:?} p99={:?} max={:?}",
+                v.len(),
+                p(0.5),
+                p(0.99),
+                v[v.len() - 1]
+            );
+        }
+    }
+}
