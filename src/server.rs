@@ -273,7 +273,12 @@ fn server_conf(config: &Config) -> ServerConf {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    // Colours only for a person at a terminal, never in files or collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi);
     // A second init (tests in one process) is harmless: the first subscriber stays.
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),

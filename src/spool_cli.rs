@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::admin::{parse_state, parse_time};
-use crate::config::Config;
+use crate::config::{Config, OpsConfig};
 use crate::spool::{ListQuery, Spool, SpoolOptions, State};
 
 #[derive(Subcommand, Debug, Clone)]
@@ -64,7 +64,7 @@ pub enum SpoolCommand {
 
 /// Runs a spool command and prints its JSON answer.
 pub fn run(conf: &Path, cmd: SpoolCommand) -> Result<(), String> {
-    let config = Config::load(conf).map_err(|e| e.to_string())?;
+    let config = OpsConfig::load(conf).map_err(|e| e.to_string())?;
     let answer = match remote(&config, &cmd)? {
         Some(v) => v,
         None => direct(&config, &cmd)?,
@@ -76,7 +76,8 @@ pub fn run(conf: &Path, cmd: SpoolCommand) -> Result<(), String> {
 /// `pushgate reload`: validate the file here first (a bad file never reaches the server),
 /// then ask the running server to reload it.
 pub fn reload(conf: &Path) -> Result<(), String> {
-    let config = Config::load(conf).map_err(|e| e.to_string())?;
+    Config::load(conf).map_err(|e| e.to_string())?;
+    let config = OpsConfig::load(conf).map_err(|e| e.to_string())?;
     match admin_call(&config, "POST", "/reload")? {
         None => Err("no pushgate is running with this config's admin address".into()),
         Some((200, v)) => {
@@ -90,7 +91,7 @@ pub fn reload(conf: &Path) -> Result<(), String> {
     }
 }
 
-fn remote(config: &Config, cmd: &SpoolCommand) -> Result<Option<Value>, String> {
+fn remote(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Option<Value>, String> {
     let (method, path) = match cmd {
         SpoolCommand::Stats => ("GET", "/api/stats".to_string()),
         SpoolCommand::List {
@@ -135,7 +136,7 @@ fn enc(s: &str) -> String {
 }
 
 /// One request to the admin listener; `None` when nothing listens there.
-fn admin_call(config: &Config, method: &str, path: &str) -> Result<Option<(u16, Value)>, String> {
+fn admin_call(config: &OpsConfig, method: &str, path: &str) -> Result<Option<(u16, Value)>, String> {
     let Some(addr) = &config.admin.addr else {
         return Ok(None);
     };
@@ -173,7 +174,7 @@ fn admin_call(config: &Config, method: &str, path: &str) -> Result<Option<(u16, 
 }
 
 /// The same operations on the store itself, when no server holds it.
-fn direct(config: &Config, cmd: &SpoolCommand) -> Result<Value, String> {
+fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
     let options = SpoolOptions {
         retention: config.storage.retention,
         ..SpoolOptions::default()

@@ -33,6 +33,8 @@ pub const DEFAULT_CONCURRENCY: usize = 16;
 /// Duplicate memory: how long an id is remembered, and how many ids at most.
 pub const DEFAULT_DEDUPE_TTL: Duration = Duration::from_secs(72 * 3600);
 pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 1_000_000;
+/// The admin listener, loopback only unless configured otherwise.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9900";
 /// Delivered events kept for replay and listing.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -132,6 +134,52 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+}
+
+/// What the operator commands (`pushgate spool`) need: where the store is and how to reach
+/// the admin API. Read leniently, so inspecting the store does not need the routes' secrets.
+#[derive(Debug, Clone)]
+pub struct OpsConfig {
+    pub admin: Admin,
+    pub storage: Storage,
+}
+
+impl OpsConfig {
+    pub fn load(path: &Path) -> Result<OpsConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct Partial {
+            #[serde(default)]
+            admin: RawAdmin,
+            #[serde(default)]
+            storage: RawStorage,
+        }
+        let err = |key: &str, message: String| ConfigError {
+            file: path.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
+        let raw: Partial = serde_yaml_ng::from_str(&text).map_err(|e| err("", e.to_string()))?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let token = match raw.admin.token {
+            Some(t) => Some(resolve_secret(&t, &base).map_err(|m| err("admin.token", m))?),
+            None => None,
+        };
+        let addr = raw.admin.addr.unwrap_or_else(|| DEFAULT_ADMIN_ADDR.into());
+        Ok(OpsConfig {
+            admin: Admin {
+                addr: (!addr.is_empty()).then_some(addr),
+                token,
+            },
+            storage: Storage {
+                path: base.join(raw.storage.path.unwrap_or_else(|| PathBuf::from("data"))),
+                retention: raw.storage.retention.map_or(DEFAULT_RETENTION, |d| d.0),
+            },
+        })
+    }
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -362,7 +410,7 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
     // Certificates are checked here, not left to the listener, which panics on a bad file.
     crate::tls::check_files(&listen).map_err(|(key, m)| err(key, m))?;
 
-    let admin_addr = raw.admin.addr.unwrap_or_else(|| "127.0.0.1:9900".into());
+    let admin_addr = raw.admin.addr.unwrap_or_else(|| DEFAULT_ADMIN_ADDR.into());
     let admin_addr = if admin_addr.is_empty() { None } else { Some(admin_addr) };
     let token = match raw.admin.token {
         Some(t) => Some(resolve_secret(&t, base).map_err(|m| err("admin.token", m))?),
