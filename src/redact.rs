@@ -81,7 +81,7 @@ fn luhn(run: &str) -> bool {
             d
         };
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 #[cfg(test)]
