@@ -419,3 +419,51 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_in_flight_requests_and_leaves_the_store_whole() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, admin_port, app_port) = (free_port(), free_port(), free_port());
+    let mut gate = Pushgate::start_in(&pki, dir.path(), &routes(app_port, "1h"), port, admin_port);
+    let sender = Sender::new(&pki, gate.addr, Some("xbs-prod"));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let (sender, acked) = (sender.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let id = format!("TERM-{t}-{i}");
+                // Once the listener has closed, requests fail to connect: that is the end.
+                match sender.post("/xbs", &[], event(&id)).await {
+                    Ok(r) if r.status == 200 => acked.lock().unwrap().push(id),
+                    Ok(r) => panic!("a {} during shutdown", r.status),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    gate.signal("TERM");
+    let code = gate.wait_exit(20);
+    assert!(code.is_some(), "pushgate did not exit after SIGTERM");
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(!acked.is_empty());
+
+    // The store opens cleanly and every acknowledged event is delivered.
+    gate = Pushgate::start_in(&pki, dir.path(), &routes(app_port, "1h"), port, admin_port);
+    let app = App::start_on(
+        format!("127.0.0.1:{app_port}").parse().unwrap(),
+        Arc::new(|_, _| (200, Duration::ZERO)),
+    )
+    .await;
+    let want: HashSet<String> = acked.iter().cloned().collect();
+    eventually(60, "every acknowledged event delivered after SIGTERM", || {
+        want.is_subset(&ids_received(&app).into_iter().collect())
+    })
+    .await;
+    drop(gate);
+}
