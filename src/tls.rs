@@ -184,6 +184,18 @@ impl ResolvesServerCert for CertResolver {
 #[derive(Debug)]
 struct SwappableVerifier(LiveTls);
 
+impl SwappableVerifier {
+    fn with_verifier<T>(
+        &self,
+        f: impl FnOnce(&dyn ClientCertVerifier) -> Result<T, rustls::Error>,
+    ) -> Result<T, rustls::Error> {
+        match self.0.current_verifier() {
+            Some(v) => f(v.as_ref()),
+            None => Err(rustls::Error::General("client certificates are not configured".into())),
+        }
+    }
+}
+
 impl ClientCertVerifier for SwappableVerifier {
     fn offer_client_auth(&self) -> bool {
         self.0.current_verifier().is_some_and(|v| v.offer_client_auth())
@@ -205,10 +217,7 @@ impl ClientCertVerifier for SwappableVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let result = match self.0.current_verifier() {
-            Some(v) => v.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::General("client certificates are not configured".into())),
-        };
+        let result = self.with_verifier(|v| v.verify_client_cert(end_entity, intermediates, now));
         if let Err(e) = &result {
             self.0.count_refusal(e);
         }
@@ -221,10 +230,7 @@ impl ClientCertVerifier for SwappableVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        match self.0.current_verifier() {
-            Some(v) => v.verify_tls12_signature(message, cert, dss),
-            None => Err(rustls::Error::General("client certificates are not configured".into())),
-        }
+        self.with_verifier(|v| v.verify_tls12_signature(message, cert, dss))
     }
 
     fn verify_tls13_signature(
@@ -233,10 +239,7 @@ impl ClientCertVerifier for SwappableVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        match self.0.current_verifier() {
-            Some(v) => v.verify_tls13_signature(message, cert, dss),
-            None => Err(rustls::Error::General("client certificates are not configured".into())),
-        }
+        self.with_verifier(|v| v.verify_tls13_signature(message, cert, dss))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -267,7 +267,7 @@ async fn reload_under_load_changes_dns_secrets_and_the_certificate_without_a_fai
     std::fs::write(&gate.config, new_config).unwrap();
     gate.signal("HUP");
     eventually(10, "the reload took effect", || {
-        futures_block(Sender::new(&pki, gate.addr, Some("xbs-mtf")).post("/xbs", &[], event("R-MTF-1")))
+        support::block_on(Sender::new(&pki, gate.addr, Some("xbs-mtf")).post("/xbs", &[], event("R-MTF-1")))
             .is_ok_and(|r| r.status == 200)
     })
     .await;
@@ -325,7 +325,7 @@ async fn an_invalid_reload_keeps_the_old_config() {
     );
     eventually(10, "the refused reload is counted", || {
         metric(
-            &futures_block(admin(gate.admin, "GET", "/metrics")).1,
+            &support::block_on(admin(gate.admin, "GET", "/metrics")).1,
             r#"pushgate_reloads_total{result="error"}"#,
         ) == 1.0
     })
@@ -472,11 +472,6 @@ async fn spool_cli_lists_shows_and_replays_with_or_without_a_running_server() {
     assert_eq!(cli(&["list", "--state", "dead"])["total"], 1);
     assert_eq!(cli(&["replay-dead", "--route", "gw"])["replayed"], 1);
     assert_eq!(cli(&["stats"])["routes"]["gw"]["pending"], 1);
-}
-
-/// Runs a future to completion from synchronous code inside a multi-thread runtime.
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 async fn server_cert(sender: &Sender) -> Vec<u8> {

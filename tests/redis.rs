@@ -44,9 +44,7 @@ fn deliveries(app: &App) -> HashMap<String, usize> {
 
 async fn wait_connected(gate: &Pushgate) {
     eventually(20, "redis connected", || {
-        let (_, body) = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(admin(gate.admin, "GET", "/readyz"))
-        });
+        let (_, body) = support::block_on(admin(gate.admin, "GET", "/readyz"));
         body.contains("\"dedupe\":true")
     })
     .await;
@@ -129,7 +127,7 @@ async fn redis_dying_under_load_loses_nothing_and_recovers_under_the_accept_poli
 
     // Recovered: duplicates are recognised again.
     eventually(20, "redis answers again", || {
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(admin(gate.admin, "GET", "/readyz")))
+        support::block_on(admin(gate.admin, "GET", "/readyz"))
             .1
             .contains("\"dedupe\":true")
     })
@@ -157,9 +155,7 @@ async fn the_refuse_policy_answers_503_and_is_unready_while_redis_is_away() {
     assert_eq!(admin(gate.admin, "GET", "/readyz").await.0, 503);
     redis.restart();
     eventually(20, "ready again", || {
-        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(admin(gate.admin, "GET", "/readyz")))
-            .0
-            == 200
+        support::block_on(admin(gate.admin, "GET", "/readyz")).0 == 200
     })
     .await;
     assert_eq!(

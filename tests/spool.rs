@@ -186,7 +186,7 @@ async fn retries_carry_attempt_numbers_and_400_makes_a_dead_letter_that_replays(
         200
     );
     eventually(20, "the 400 makes a dead letter", || {
-        let (_, body) = futures_block(admin(gate.admin, "GET", "/api/events?route=gw&state=dead"));
+        let (_, body) = support::block_on(admin(gate.admin, "GET", "/api/events?route=gw&state=dead"));
         body.contains("GW-DEAD-1")
     })
     .await;
@@ -199,7 +199,7 @@ async fn retries_carry_attempt_numbers_and_400_makes_a_dead_letter_that_replays(
     eventually(20, "the replayed dead letter is delivered", || gw_calls() == 2).await;
     // The app has it; the store records it an instant later.
     eventually(10, "the store marks it delivered", || {
-        futures_block(admin(gate.admin, "GET", "/api/events?route=gw&state=delivered"))
+        support::block_on(admin(gate.admin, "GET", "/api/events?route=gw&state=delivered"))
             .1
             .contains("GW-DEAD-1")
     })
@@ -211,11 +211,6 @@ async fn retries_carry_attempt_numbers_and_400_makes_a_dead_letter_that_replays(
         (Some(1), Some(1), Some(0))
     );
     assert_eq!(page["items"][0]["event_ids"][0], "GW-DEAD-1");
-}
-
-/// Runs a future to completion from synchronous code inside a multi-thread runtime.
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -343,7 +338,7 @@ async fn a_full_disk_answers_503_never_200_and_recovers() {
     // Space returns: the same events are accepted, without a restart.
     std::fs::remove_file(&filler).unwrap();
     eventually(30, "storage recovers", || {
-        futures_block(admin(gate.admin, "GET", "/readyz")).0 == 200
+        support::block_on(admin(gate.admin, "GET", "/readyz")).0 == 200
     })
     .await;
     let body = format!(r#"{{"eventRef":"DISK-FULL-0","pad":"{}"}}"#, "y".repeat(1000));

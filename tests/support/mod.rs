@@ -37,3 +37,9 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Runs a future to completion from synchronous code (an `eventually` condition) inside a
+/// multi-thread runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
