@@ -26,6 +26,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub storage_errors: IntCounterVec,
     pub dedupe_unavailable: IntCounterVec,
+    pub store_commits: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -141,6 +142,14 @@ impl Metrics {
                 "pushgate_dedupe_unavailable_total",
                 "Events whose duplicate check could not be made (shared memory unavailable), by policy.",
                 &["policy"],
+            ),
+            store_commits: reg(
+                &registry,
+                prometheus::IntCounter::new(
+                    "pushgate_store_commits_total",
+                    "Write transactions committed by the store (appends share one: group commit).",
+                )
+                .expect("constant metric"),
             ),
             registry,
         }

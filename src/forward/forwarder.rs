@@ -147,9 +147,18 @@ impl BackgroundService for Forwarder {
         }
         let mut stats = tokio::time::interval(STATS_EVERY);
         let mut compact = tokio::time::interval(COMPACT_EVERY);
+        let mut reopens = spool.reopens();
         loop {
             tokio::select! {
-                _ = stats.tick() => self.shared.refresh_gauges().await,
+                _ = stats.tick() => {
+                    self.shared.refresh_gauges().await;
+                    // A reopen after a storage error rolls back outcomes not yet fsync'd:
+                    // those events are pending again and must be delivered again.
+                    if spool.reopens() != reopens {
+                        reopens = spool.reopens();
+                        self.handle.rescan(None);
+                    }
+                }
                 _ = compact.tick() => {
                     match spool.compact(now_ms()).await {
                         Ok(0) => {}
