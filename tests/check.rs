@@ -57,7 +57,8 @@ fn the_valid_config_passes_and_prints_its_routes() {
 fn each_broken_config_gets_its_own_message() {
     let pki = Pki::new();
     let key = pki.path("server.key").display().to_string();
-    let cases: Vec<(&str, Box<dyn Fn(String) -> String>, &str, &str)> = vec![
+    type Edit = Box<dyn Fn(String) -> String>;
+    let cases: Vec<(&str, Edit, &str, &str)> = vec![
         ("bad YAML", Box::new(|s| s.replace("routes:", "routes: [")), "", "line"),
         (
             "unknown key",
