@@ -20,8 +20,9 @@ use crate::spool::NewDelivery;
 
 /// What a sender is told to wait when storage cannot write.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
-/// How long a request waits for the store to open (only during a `-u` takeover or `-d` start).
-const STORE_WAIT: Duration = Duration::from_secs(10);
+/// How long a request waits for the store to open (only during a `-u` takeover, while the old
+/// process finishes its grace period, or a `-d` start).
+const STORE_WAIT: Duration = Duration::from_secs(30);
 
 /// What is known about one request once its body has been read and understood.
 pub struct Notification {

@@ -19,9 +19,9 @@ use crate::shared::Shared;
 use crate::spool::{ListQuery, Spool, State};
 
 /// Longest page the list endpoint returns.
-const MAX_LIMIT: u64 = 1000;
+pub const MAX_LIMIT: u64 = 1000;
 /// Default page size (CEN's pull API default).
-const DEFAULT_LIMIT: u64 = 200;
+pub const DEFAULT_LIMIT: u64 = 200;
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -249,6 +249,14 @@ impl Admin {
             }
             Err(e) => error(503, &e.to_string()),
         }
+    }
+}
+
+/// A body in JSON: as text when it is UTF-8, else `{"base64": …}`.
+pub fn body_json(body: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(body) {
+        Ok(text) => json!(text),
+        Err(_) => json!({ "base64": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, body) }),
     }
 }
 

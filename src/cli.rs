@@ -35,8 +35,8 @@ pub enum Command {
     },
     /// Inspect and operate the embedded queue.
     Spool {
-        #[arg(short, long)]
-        conf: PathBuf,
+        #[arg(short, long, global = true)]
+        conf: Option<PathBuf>,
         #[command(subcommand)]
         command: crate::spool_cli::SpoolCommand,
     },
@@ -45,4 +45,28 @@ pub enum Command {
         #[arg(long, default_value = "dev/certs")]
         out: PathBuf,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn spool_takes_its_config_before_or_after_the_action() {
+        for args in [
+            ["pushgate", "spool", "-c", "x.yaml", "stats"],
+            ["pushgate", "spool", "stats", "-c", "x.yaml"],
+        ] {
+            let Command::Spool { conf, .. } = Cli::try_parse_from(args).unwrap().command else {
+                panic!()
+            };
+            assert_eq!(conf.unwrap(), PathBuf::from("x.yaml"));
+        }
+    }
 }

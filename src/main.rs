@@ -10,7 +10,10 @@ fn main() {
         Command::Run { pingora } => pushgate::server::run(pingora),
         Command::Check { conf } => pushgate::server::check(&conf),
         Command::Reload { conf } => pushgate::spool_cli::reload(&conf),
-        Command::Spool { conf, command } => pushgate::spool_cli::run(&conf, command),
+        Command::Spool { conf, command } => match conf {
+            Some(conf) => pushgate::spool_cli::run(&conf, command),
+            None => Err("spool needs -c FILE".into()),
+        },
         Command::DevCerts { out } => pushgate::devcerts::write_dev_certs(&out)
             .map(|files| {
                 for f in files {

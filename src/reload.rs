@@ -17,21 +17,34 @@ use crate::route::Routes;
 use crate::shared::Shared;
 use crate::tls::{self, LiveTls};
 
-/// What a reload cannot change (it needs a restart or an upgrade), remembered from start-up.
+/// What a reload cannot change (it needs a restart or an upgrade), remembered from start-up
+/// as `(key, value)` pairs so a change can be named in the warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fixed {
-    listen_addr: String,
-    admin_addr: Option<String>,
-    storage: PathBuf,
-}
+pub struct Fixed(Vec<(&'static str, String)>);
 
 impl Fixed {
-    pub fn of(config: &Config) -> Fixed {
-        Fixed {
-            listen_addr: config.listen.addr.clone(),
-            admin_addr: config.admin.addr.clone(),
-            storage: config.storage.path.clone(),
-        }
+    pub fn of(c: &Config) -> Fixed {
+        Fixed(vec![
+            ("listen.addr", c.listen.addr.clone()),
+            ("admin", format!("{:?}", (&c.admin.addr, &c.admin.token))),
+            ("storage", format!("{:?}", (&c.storage.path, c.storage.retention))),
+            (
+                "dedupe",
+                format!("{:?}", (&c.dedupe.backend, c.dedupe.ttl, c.dedupe.max_entries)),
+            ),
+            ("server", format!("{:?}", c.server)),
+            ("log", format!("{:?}", (c.log.format, &c.log.level))),
+        ])
+    }
+
+    /// The keys whose value differs.
+    fn changed(&self, other: &Fixed) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0)
+            .collect()
     }
 }
 
@@ -76,9 +89,9 @@ impl Reloader {
                 return Err(reason);
             }
         };
-        let fixed = Fixed::of(&config);
-        if fixed != self.fixed {
-            tracing::warn!(target: "pushgate::reload", "listen.addr, admin.addr and storage.path change only with a restart; kept as they were");
+        let changed = self.fixed.changed(&Fixed::of(&config));
+        if !changed.is_empty() {
+            tracing::warn!(target: "pushgate::reload", keys = %changed.join(", "), "these change only with a restart; kept as they were");
         }
         let names: Vec<String> = config.routes.iter().map(|r| r.name.to_string()).collect();
         self.tls.swap(&material);

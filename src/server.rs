@@ -107,7 +107,8 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     server.bootstrap();
 
     let mut ingest = pingora::proxy::http_proxy_service(&server.configuration, Ingest { shared: shared.clone() });
-    let settings = live_tls.settings(material.verifier.is_some())?;
+    // The swappable verifier is always installed, so a reload can add a client CA later.
+    let settings = live_tls.settings()?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);
     server.add_service(ingest);
     if late_store {

@@ -203,7 +203,7 @@ fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
                 start_ms: parse_time(start.as_ref()).map_err(|_| "bad --start")?,
                 end_ms: parse_time(end.as_ref()).map_err(|_| "bad --end")?,
                 offset: *offset,
-                limit: *limit,
+                limit: (*limit).min(crate::admin::MAX_LIMIT),
             };
             json!(spool.list(&q).map_err(e)?)
         }
@@ -212,7 +212,7 @@ fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
             let mut v = json!(meta);
             if *body {
                 if let Some(b) = spool.body(*seq).map_err(e)? {
-                    v["body"] = json!(String::from_utf8_lossy(&b));
+                    v["body"] = crate::admin::body_json(&b);
                 }
             }
             v

@@ -155,12 +155,11 @@ impl LiveTls {
     }
 
     /// Pingora TLS settings for the listener (HTTP/1.1 only: senders use 1.0/1.1; TLS 1.2+).
-    pub fn settings(&self, with_client_auth: bool) -> Result<TlsSettings, String> {
+    pub fn settings(&self) -> Result<TlsSettings, String> {
         let mut tls = TlsSettings::with_callbacks(Box::new(IdentityCallback)).map_err(|e| e.to_string())?;
         tls.set_cert_resolver(Arc::new(CertResolver(self.clone())));
-        if with_client_auth {
-            tls.set_client_cert_verifier(Arc::new(SwappableVerifier(self.clone())));
-        }
+        // Without a client CA it asks for no certificate (offer_client_auth is false).
+        tls.set_client_cert_verifier(Arc::new(SwappableVerifier(self.clone())));
         Ok(tls)
     }
 }
@@ -267,6 +266,8 @@ impl TlsAccept for IdentityCallback {
 /// Sets `pushgate_cert_expiry_timestamp_seconds` for the server certificate and each client
 /// CA, and warns about any within [`EXPIRY_WARNING`] of its end.
 pub fn publish_expiry(m: &TlsMaterial, metrics: &Metrics) {
+    // A CA removed by a reload must not keep its series (and its expiry alert).
+    metrics.cert_expiry.reset();
     let mut certs = vec![("server".to_string(), m.server_leaf.as_slice())];
     for der in &m.client_cas {
         certs.push((format!("client_ca:{}", subject_cn(der)), der.as_slice()));

@@ -497,8 +497,20 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
         return Err(err("dedupe", "ttl and max_entries must be positive".into()));
     }
     let mut dedupe = dedupe;
-    if let DedupeBackend::Redis { options, .. } = &mut dedupe.backend {
-        options.ttl = dedupe.ttl;
+    match &mut dedupe.backend {
+        DedupeBackend::Redis { options, .. } => options.ttl = dedupe.ttl,
+        // The in-process memory is rebuilt from the store after a restart, so the store
+        // must keep events at least as long as ids are remembered.
+        DedupeBackend::Memory if storage.retention < dedupe.ttl => {
+            return Err(err(
+                "storage.retention",
+                format!(
+                    "must be at least dedupe.ttl ({}): the duplicate memory is rebuilt from the store after a restart",
+                    humantime::format_duration(dedupe.ttl)
+                ),
+            ));
+        }
+        DedupeBackend::Memory => {}
     }
 
     let log = LogSettings {
