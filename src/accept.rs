@@ -48,6 +48,11 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     tally.ids = events.iter().map(|e| e.id.to_string()).collect();
     tally.missing_id = events.iter().filter(|e| e.id_source == IdSource::Hash).count() as u64;
 
+    // The store first: until it is open (only during a -u takeover or a -d start) the
+    // duplicate memory has not been rebuilt from it, so no claim can be trusted yet.
+    let Some(spool) = shared.store.within(STORE_WAIT).await else {
+        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+    };
     let keys: Vec<Key> = events.iter().map(|e| Key::new(&n.route.name, &e.id)).collect();
     let slots = match shared.dedupe.claim_all(&keys).await {
         Ok(slots) => slots,
@@ -111,9 +116,6 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         }
         AckMode::Spool => {
             let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
-            let Some(spool) = shared.store.within(STORE_WAIT).await else {
-                return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
-            };
             let stored = spool.append(NewDelivery {
                 route: delivery.route.clone(),
                 event_ids: delivery.event_ids.clone(),
