@@ -14,7 +14,7 @@
 # nginx, then pushgate, and stops them. Absolute figures depend on the machine and on whatever
 # else runs on it; the ratios, measured one right after the other, are what to read.
 #
-# Usage: bench/compare.sh            (at most ~13 minutes on 2 cores, most of it the 1M-id run)
+# Usage: bench/compare.sh            (about 7 minutes on 2 cores, 4 of them the 1M-id run; bounded below 15)
 # Knobs (environment): BENCH_THREADS (2), BENCH_DURATION (15s), BENCH_RATE_DURATION (10s),
 #   BENCH_CONNECTIONS (32), BENCH_RSS_EVENTS (1000000), BENCH_RSS_MAX_SECONDS (480),
 #   BENCH_QUICK=1 (short smoke run: 3 s windows, 20,000 ids), BENCH_KEEP=1 (keep the temp dir),
