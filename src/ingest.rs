@@ -62,6 +62,7 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, log: &mut RequestLog) -> pingora::Result<bool> {
         log.started = Instant::now();
+        crate::conn::header_received();
         let reply = self.handle(session, log).await;
         log.status = reply.status;
         log.outcome = Some(reply.outcome);
@@ -71,6 +72,7 @@ impl ProxyHttp for Ingest {
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&pingora::Error>, log: &mut RequestLog) {
+        crate::conn::request_done();
         let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
         let outcome = log.outcome.map_or("error", Outcome::as_str);
         let m = &self.shared.metrics;

@@ -2,8 +2,8 @@
 //! and fixed outcome words, never ids, DNs or anything a sender chooses.
 
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label used for requests that matched no route.
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub tls_failures: IntCounterVec,
     pub reloads: IntCounterVec,
     pub storage_errors: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
+    pub connections_timed_out: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,6 +138,27 @@ impl Metrics {
                 "pushgate_storage_errors_total",
                 "Failed storage writes by operation.",
                 &["op"],
+            ),
+            connections_open: reg(
+                &registry,
+                IntGauge::new(
+                    "pushgate_connections_open",
+                    "Listener connections past the TLS handshake, now.",
+                )
+                .expect("constant metric"),
+            ),
+            connections_refused: reg(
+                &registry,
+                IntCounter::new(
+                    "pushgate_connections_refused_total",
+                    "Connections answered 503 and closed because listen.max_connections were open.",
+                )
+                .expect("constant metric"),
+            ),
+            connections_timed_out: counter(
+                "pushgate_connections_timed_out_total",
+                "Connections closed for not sending a request header in time, by phase (header, idle).",
+                &["phase"],
             ),
             registry,
         }
