@@ -53,7 +53,8 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     pingora::tls::install_default_crypto_provider();
 
     let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
-    let live_tls = LiveTls::new(&material);
+    let metrics = Arc::new(Metrics::new());
+    let live_tls = LiveTls::new(&material, metrics.tls_failures.clone());
 
     // The store first: nothing is accepted unless it can be made durable.
     let spool_options = SpoolOptions {
@@ -65,7 +66,6 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let dedupe = Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries);
     let remembered = rebuild_dedupe(&dedupe, &spool, config.dedupe.ttl)?;
 
-    let metrics = Arc::new(Metrics::new());
     let listen_addr = config.listen.addr.clone();
     let conn_limits = ConnLimits {
         max_connections: config.listen.max_connections,

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::config::Listen;
 use crate::identity::ClientIdentity;
@@ -106,13 +106,16 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 pub struct LiveTls {
     cert: Arc<RwLock<Arc<CertifiedKey>>>,
     verifier: Arc<RwLock<Option<Arc<dyn ClientCertVerifier>>>>,
+    /// `pushgate_tls_handshake_failures_total{reason}`: client certificates refused.
+    failures: prometheus::IntCounterVec,
 }
 
 impl LiveTls {
-    pub fn new(m: &TlsMaterial) -> LiveTls {
+    pub fn new(m: &TlsMaterial, failures: prometheus::IntCounterVec) -> LiveTls {
         LiveTls {
             cert: Arc::new(RwLock::new(m.certified_key.clone())),
             verifier: Arc::new(RwLock::new(m.verifier.clone())),
+            failures,
         }
     }
 
@@ -176,10 +179,16 @@ impl ClientCertVerifier for SwappableVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.0.current_verifier() {
+        let verified = match self.0.current_verifier() {
             Some(v) => v.verify_client_cert(end_entity, intermediates, now),
             None => Err(rustls::Error::General("client certificates are not configured".into())),
+        };
+        if let Err(e) = &verified {
+            let reason = refusal_reason(e);
+            self.0.failures.with_label_values(&[reason]).inc();
+            tracing::debug!(target: "pushgate::tls", reason, "client certificate refused");
         }
+        verified
     }
 
     fn verify_tls12_signature(
@@ -211,6 +220,28 @@ impl ClientCertVerifier for SwappableVerifier {
             .current_verifier()
             .map(|v| v.supported_verify_schemes())
             .unwrap_or_default()
+    }
+}
+
+/// A bounded label for why a client certificate was refused.
+fn refusal_reason(e: &rustls::Error) -> &'static str {
+    use CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::UnknownIssuer => "unknown_issuer",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_purpose",
+            C::Revoked => "revoked",
+            C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "bad_signature",
+            C::BadEncoding => "bad_encoding",
+            C::UnhandledCriticalExtension => "critical_extension",
+            // webpki 0.103 reports an unknown critical extension as Other, not the variant above.
+            _ => "other",
+        },
+        _ => "other",
     }
 }
 

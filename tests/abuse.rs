@@ -661,6 +661,10 @@ async fn bad_client_certificates_fail_the_handshake() {
     assert_eq!(s.stored().await, 1);
     let m = s.metrics().await;
     assert!(!m.contains("CERT-"), "event ids never become metric labels");
+    for reason in ["wrong_purpose", "expired", "not_yet_valid", "other"] {
+        let series = format!(r#"pushgate_tls_handshake_failures_total{{reason="{reason}"}}"#);
+        assert_eq!(metric(&m, &series), 1.0, "{series}");
+    }
 }
 
 // ---- TLS versions and suites -----------------------------------------------------------------
