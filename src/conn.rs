@@ -18,7 +18,7 @@
 //! Connections still in the TLS handshake are not counted: Pingora gives each handshake 60 s
 //! (not configurable) before the handler sees anything.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ const OVER_LIMIT: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nretry-after: 1\r\nconnection: close\r\n\r\n";
 /// How long writing that refusal may take before the connection is simply dropped.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// At most one warning per this long while connections are refused (a flood must not flood
+/// the log too); the counter has every refusal.
+const REFUSAL_WARN_EVERY_MS: u64 = 10_000;
 
 /// The listener's connection settings (from `listen:`).
 #[derive(Clone, Copy, Debug)]
@@ -52,8 +55,8 @@ pub struct Guarded<A> {
     inner: Arc<A>,
     limits: ConnLimits,
     open: Arc<AtomicUsize>,
-    /// Set while refusing, so the warning is logged once per episode, not once per connection.
-    saturated: Arc<AtomicBool>,
+    /// When the last refusal warning was logged (ms since the epoch).
+    last_warning_ms: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -63,7 +66,7 @@ impl<A> Guarded<A> {
             inner: Arc::new(inner),
             limits,
             open: Arc::new(AtomicUsize::new(0)),
-            saturated: Arc::new(AtomicBool::new(false)),
+            last_warning_ms: AtomicU64::new(0),
             metrics,
         }
     }
@@ -74,10 +77,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         let Some(_slot) = Slot::take(self) else {
             self.metrics.connections_refused.inc();
-            if !self.saturated.swap(true, Ordering::Relaxed) {
+            let now = crate::shared::now_ms();
+            let last = self.last_warning_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= REFUSAL_WARN_EVERY_MS
+                && self
+                    .last_warning_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
                 tracing::warn!(
                     target: "pushgate::conn",
                     max_connections = self.limits.max_connections,
+                    refused_so_far = self.metrics.connections_refused.get(),
                     "connection limit reached: refusing new connections with 503"
                 );
             }
@@ -121,7 +132,6 @@ impl Slot {
         g.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .ok()?;
-        g.saturated.store(false, Ordering::Relaxed);
         g.metrics.connections_open.inc();
         Some(Slot {
             open: g.open.clone(),
