@@ -1,6 +1,7 @@
-//! Reading a sender's body: bounded in size (413, refused early from `Content-Length` when it
-//! says too much) and in time (408 when the whole body has not arrived within the route's
-//! read timeout, however slowly it trickles).
+//! Reading a sender's body: framed unambiguously (400 for the shapes of request smuggling),
+//! bounded in size (413, refused early from `Content-Length` when it says too much) and in time
+//! (408 when the whole body has not arrived within the route's read timeout, however slowly it
+//! trickles).
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -8,6 +9,8 @@ use pingora::proxy::Session;
 use crate::reply::{Outcome, Reply};
 
 pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration) -> Result<Bytes, Reply> {
+    check_framing(&session.to_h1_raw())
+        .map_err(|why| Reply::refuse(400, Outcome::RejectedBody).with_reason(format!("framing: {why}")))?;
     let declared = match session.req_header().headers.get(http::header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
@@ -57,4 +60,120 @@ pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration)
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Refuses a request header whose body framing two HTTP parsers could read differently, as
+/// written on the wire (`raw`: the request line and header fields, as received).
+///
+/// Pingora already refuses differing `Content-Length` values, a final transfer coding other than
+/// chunked, `Transfer-Encoding` on HTTP/1.0 and obs-fold lines; it tolerates the rest, which is
+/// refused here: `Content-Length` together with `Transfer-Encoding` (Pingora drops the length
+/// and reads chunks), a repeated or comma-listed `Content-Length` (Pingora collapses equal
+/// values), a length that is not plain digits, and any coding besides a single `chunked`.
+/// A sender that frames its body correctly never sends any of these.
+pub fn check_framing(raw: &[u8]) -> Result<(), &'static str> {
+    let mut lengths = 0;
+    let mut encodings = 0;
+    // Empty lines (which httparse skips), the request line, then one field per line; httparse
+    // also accepts bare LF endings.
+    let lines = raw.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    for line in lines.skip_while(|l| l.is_empty()).skip(1) {
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err("obs-fold header continuation");
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Err("header line without a colon");
+        };
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err("content-length is not a number");
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err("transfer-encoding other than chunked");
+            }
+        }
+    }
+    match (lengths, encodings) {
+        (0 | 1, 0) | (0, 1) => Ok(()),
+        (_, 0) => Err("more than one content-length"),
+        (0, _) => Err("more than one transfer-encoding"),
+        _ => Err("both content-length and transfer-encoding"),
+    }
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_framing;
+
+    fn head(fields: &str) -> Vec<u8> {
+        format!("POST /x HTTP/1.1\r\nhost: a\r\n{fields}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn plain_framings_pass() {
+        for fields in [
+            "",
+            "content-length: 12\r\n",
+            "Content-Length:0\r\n",
+            "transfer-encoding: chunked\r\n",
+            "Transfer-Encoding:  Chunked \r\n",
+        ] {
+            assert_eq!(check_framing(&head(fields)), Ok(()), "{fields:?}");
+        }
+        // Bare LF line endings, as httparse accepts them.
+        assert_eq!(check_framing(b"POST / HTTP/1.1\ncontent-length: 1\n\n"), Ok(()));
+        assert_eq!(check_framing(b"\r\nPOST http://a:1/ HTTP/1.1\r\n\r\n"), Ok(()));
+        // The body after the header is not looked at.
+        assert_eq!(check_framing(b"POST / HTTP/1.1\r\n\r\n content-length: 1\r\n"), Ok(()));
+    }
+
+    #[test]
+    fn smuggling_shapes_are_refused() {
+        for (fields, why) in [
+            (
+                "content-length: 5\r\ntransfer-encoding: chunked\r\n",
+                "both content-length and transfer-encoding",
+            ),
+            (
+                "transfer-encoding: chunked\r\ncontent-length: 5\r\n",
+                "both content-length and transfer-encoding",
+            ),
+            (
+                "content-length: 5\r\ncontent-length: 5\r\n",
+                "more than one content-length",
+            ),
+            ("content-length: 5, 5\r\n", "content-length is not a number"),
+            ("content-length: +5\r\n", "content-length is not a number"),
+            ("content-length: \r\n", "content-length is not a number"),
+            (
+                "transfer-encoding: gzip, chunked\r\n",
+                "transfer-encoding other than chunked",
+            ),
+            (
+                "transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n",
+                "more than one transfer-encoding",
+            ),
+            ("x-a: 1\r\n  continued\r\n", "obs-fold header continuation"),
+            ("x-a: 1\r\n\tcontent-length: 5\r\n", "obs-fold header continuation"),
+        ] {
+            assert_eq!(check_framing(&head(fields)), Err(why), "{fields:?}");
+        }
+    }
 }

@@ -9,11 +9,11 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use rcgen::DnType;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, PrintableString, PKCS_ECDSA_P256_SHA256,
 };
+pub use rcgen::{CustomExtension, DnType};
 use time::{Duration, OffsetDateTime};
 
 /// Subject of Mastercard's Cross-Border Services notification sender in MTF (test), DER order.
@@ -73,6 +73,8 @@ pub struct LeafSpec {
     pub server_auth: bool,
     /// SANs; entries that parse as IP addresses become iPAddress SANs, the rest dNSName.
     pub names: Vec<String>,
+    /// Extra extensions, e.g. an unknown critical one that verifiers must refuse.
+    pub extensions: Vec<CustomExtension>,
 }
 
 impl Default for LeafSpec {
@@ -85,6 +87,7 @@ impl Default for LeafSpec {
             client_auth: true,
             server_auth: false,
             names: Vec::new(),
+            extensions: Vec::new(),
         }
     }
 }
@@ -189,6 +192,7 @@ impl Ca {
         .filter_map(|(wanted, eku)| wanted.then_some(eku))
         .collect();
         params.use_authority_key_identifier_extension = true;
+        params.custom_extensions = spec.extensions;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Issued {
             cert_pem: cert.pem(),

@@ -63,6 +63,11 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, log: &mut RequestLog) -> pingora::Result<bool> {
         log.started = Instant::now();
+        crate::conn::header_received();
+        // Requests sent back to back on one connection are answered in order, not dropped:
+        // every request's body is read to its end or the connection is closed (Reply::close),
+        // so the bytes after a body are always the next request's.
+        session.set_pipelining_enabled(true);
         let reply = self.handle(session, log).await;
         log.status = reply.status;
         log.outcome = Some(reply.outcome);
@@ -72,6 +77,7 @@ impl ProxyHttp for Ingest {
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&pingora::Error>, log: &mut RequestLog) {
+        crate::conn::request_done();
         let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
         let outcome = log.outcome.map_or("error", Outcome::as_str);
         let m = &self.shared.metrics;

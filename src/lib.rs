@@ -1,7 +1,8 @@
 //! pushgate: an mTLS ingress for payment-network push notifications, on Pingora.
 //!
 //! A notification flows through the modules in this order:
-//! [`tls`] (handshake, client certificate) → [`identity`] (canonical DN, pin) →
+//! [`tls`] (handshake, client certificate) → [`conn`] (connection cap, header deadlines) →
+//! [`identity`] (canonical DN, pin) →
 //! [`ingest`] (the Pingora handler) → [`route`] → [`checks`] → [`body`] → [`jwe`] →
 //! [`profile`] (events and ids) → [`accept`] ([`dedupe`], then store or deliver) →
 //! [`reply`]; and afterwards [`forward`] to the app.
@@ -13,6 +14,7 @@ pub mod body;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod dedupe;
 pub mod devcerts;
 pub mod forward;

@@ -2,8 +2,8 @@
 //! and fixed outcome words, never ids, DNs or anything a sender chooses.
 
 use prometheus::{
-    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label used for requests that matched no route.
@@ -27,6 +27,9 @@ pub struct Metrics {
     pub storage_errors: IntCounterVec,
     pub dedupe_unavailable: IntCounterVec,
     pub store_commits: prometheus::IntCounter,
+    pub connections_open: IntGauge,
+    pub connections_refused: IntCounter,
+    pub connections_timed_out: IntCounterVec,
 }
 
 impl Metrics {
@@ -150,6 +153,27 @@ impl Metrics {
                     "Write transactions committed by the store (appends share one: group commit).",
                 )
                 .expect("constant metric"),
+            ),
+            connections_open: reg(
+                &registry,
+                IntGauge::new(
+                    "pushgate_connections_open",
+                    "Listener connections past the TLS handshake, now.",
+                )
+                .expect("constant metric"),
+            ),
+            connections_refused: reg(
+                &registry,
+                IntCounter::new(
+                    "pushgate_connections_refused_total",
+                    "Connections answered 503 and closed because listen.max_connections were open.",
+                )
+                .expect("constant metric"),
+            ),
+            connections_timed_out: counter(
+                "pushgate_connections_timed_out_total",
+                "Connections closed for not sending a request header in time, by phase (header, idle).",
+                &["phase"],
             ),
             registry,
         }

@@ -13,6 +13,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::Admin;
 use crate::config::{Config, DedupeBackend, LogFormat};
+use crate::conn::{ConnLimits, Guarded};
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
@@ -83,6 +84,11 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let live_tls = LiveTls::new(&material, metrics.clone());
     let listen_addr = config.listen.addr.clone();
+    let conn_limits = ConnLimits {
+        max_connections: config.listen.max_connections,
+        header_timeout: config.listen.header_timeout,
+        idle_timeout: config.listen.idle_timeout,
+    };
     let admin_addr = config.admin.addr.clone();
     let admin_token = config.admin.token.clone();
     let server_conf = server_conf(&config);
@@ -106,7 +112,9 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
 
-    let mut ingest = pingora::proxy::http_proxy_service(&server.configuration, Ingest { shared: shared.clone() });
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Ingest { shared: shared.clone() });
+    let guarded = Guarded::new(proxy, conn_limits, shared.metrics.clone());
+    let mut ingest = Service::new("ingest".into(), guarded);
     // The swappable verifier is always installed, so a reload can add a client CA later.
     let settings = live_tls.settings()?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);

@@ -16,7 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::config::Listen;
 use crate::identity::ClientIdentity;
@@ -133,16 +133,8 @@ impl LiveTls {
     /// Counts a refused client certificate by reason (a handshake never reaches HTTP, so
     /// this is the only place it can be seen).
     fn count_refusal(&self, e: &rustls::Error) {
-        use rustls::CertificateError as C;
-        let reason = match e {
-            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => "expired",
-            rustls::Error::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => "not_yet_valid",
-            rustls::Error::InvalidCertificate(C::UnknownIssuer) => "untrusted",
-            rustls::Error::InvalidCertificate(C::InvalidPurpose | C::InvalidPurposeContext { .. }) => "wrong_purpose",
-            rustls::Error::InvalidCertificate(C::Revoked) => "revoked",
-            rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
-            _ => "invalid",
-        };
+        let reason = refusal_reason(e);
+        tracing::debug!(target: "pushgate::tls", reason, "client certificate refused");
         self.metrics.tls_failures.with_label_values(&[reason]).inc();
         self.metrics
             .requests
@@ -246,6 +238,28 @@ impl ClientCertVerifier for SwappableVerifier {
             .current_verifier()
             .map(|v| v.supported_verify_schemes())
             .unwrap_or_default()
+    }
+}
+
+/// A bounded label for why a client certificate was refused.
+fn refusal_reason(e: &rustls::Error) -> &'static str {
+    use CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::UnknownIssuer => "unknown_issuer",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_purpose",
+            C::Revoked => "revoked",
+            C::BadSignature
+            | C::UnsupportedSignatureAlgorithmContext { .. }
+            | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "bad_signature",
+            C::BadEncoding => "bad_encoding",
+            C::UnhandledCriticalExtension => "critical_extension",
+            // webpki 0.103 reports an unknown critical extension as Other, not the variant above.
+            _ => "other",
+        },
+        _ => "other",
     }
 }
 

@@ -116,7 +116,7 @@ async fn every_counter_moves_by_exactly_what_was_sent() {
             r#"pushgate_requests_total{outcome="rejected_tls",route="unmatched"}"#,
             1.0,
         ),
-        (r#"pushgate_tls_handshake_failures_total{reason="untrusted"}"#, 1.0),
+        (r#"pushgate_tls_handshake_failures_total{reason="unknown_issuer"}"#, 1.0),
         (r#"pushgate_events_total{outcome="accepted",route="xbs"}"#, 3.0),
         (r#"pushgate_events_total{outcome="duplicate",route="xbs"}"#, 2.0),
         (r#"pushgate_events_total{outcome="quarantined",route="xbs"}"#, 1.0),

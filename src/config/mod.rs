@@ -37,6 +37,13 @@ pub const DEFAULT_DEDUPE_MAX_ENTRIES: u64 = 1_000_000;
 pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9900";
 /// Delivered events kept for replay and listing.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Open connections on the listener beyond which new ones are refused.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How long a new connection may take to send its first request header, however slowly it
+/// trickles (Pingora's own read timeout restarts with every byte).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a kept-alive connection may wait for (and send) its next request header.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A config error: which file, which key, what is wrong.
 #[derive(Debug)]
@@ -93,6 +100,12 @@ pub struct Listen {
     /// Refuse the handshake when no client certificate is sent (off by default: secret-only
     /// senders such as the Mastercard Gateway present none).
     pub require_client_cert: bool,
+    /// Connections past the TLS handshake, at most; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Deadline for the first request header of a connection.
+    pub header_timeout: Duration,
+    /// Deadline for each later request header of a kept-alive connection (idle time included).
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +234,9 @@ struct RawServer {
 struct RawListen {
     addr: String,
     tls: RawListenTls,
+    max_connections: Option<usize>,
+    header_timeout: Option<Dur>,
+    idle_timeout: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -400,7 +416,16 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
         key: base.join(&raw.listen.tls.key),
         client_ca: raw.listen.tls.client_ca.map(|p| base.join(p)),
         require_client_cert: raw.listen.tls.require_client_cert,
+        max_connections: raw.listen.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        header_timeout: raw.listen.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |d| d.0),
+        idle_timeout: raw.listen.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
     };
+    if listen.max_connections == 0 {
+        return Err(err("listen.max_connections", "must be positive".into()));
+    }
+    if listen.header_timeout.is_zero() || listen.idle_timeout.is_zero() {
+        return Err(err("listen", "header_timeout and idle_timeout must be positive".into()));
+    }
     if listen.require_client_cert && listen.client_ca.is_none() {
         return Err(err(
             "listen.tls.require_client_cert",

@@ -25,8 +25,20 @@ impl Pushgate {
     /// The config head (listen, admin, storage) for `pki`, with `body` (routes and any other
     /// sections) appended. `{app}` in `body` is not substituted: callers format it in.
     pub fn config(pki: &Pki, addr: SocketAddr, admin: SocketAddr, data: &std::path::Path, body: &str) -> String {
+        Pushgate::config_with(pki, addr, admin, data, "", body)
+    }
+
+    /// [`Pushgate::config`] with more `listen:` keys (`listen`: lines indented by two spaces).
+    pub fn config_with(
+        pki: &Pki,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        data: &std::path::Path,
+        listen: &str,
+        body: &str,
+    ) -> String {
         format!(
-            "listen:\n  addr: \"{addr}\"\n  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
+            "listen:\n  addr: \"{addr}\"\n{listen}  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
              admin:\n  addr: \"{admin}\"\nstorage:\n  path: {data}\nserver:\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{body}",
             cert = pki.path("server.pem").display(),
             key = pki.path("server.key").display(),
@@ -37,19 +49,36 @@ impl Pushgate {
 
     /// Writes a config (see [`Pushgate::config`]) into a fresh directory and starts the binary.
     pub fn start(pki: &Pki, body: &str) -> Pushgate {
+        Pushgate::start_with(pki, "", body)
+    }
+
+    /// [`Pushgate::start`] with more `listen:` keys (see [`Pushgate::config_with`]).
+    pub fn start_with(pki: &Pki, listen: &str, body: &str) -> Pushgate {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut g = Pushgate::start_in(pki, &dir, body, free_port(), free_port());
+        let mut g = Pushgate::start_in_with(pki, &dir, listen, body, free_port(), free_port());
         g._tmp = Some(tmp);
         g
     }
 
     /// Starts (or restarts) on given ports in a given directory (so data survives).
     pub fn start_in(pki: &Pki, dir: &std::path::Path, body: &str, port: u16, admin_port: u16) -> Pushgate {
+        Pushgate::start_in_with(pki, dir, "", body, port, admin_port)
+    }
+
+    fn start_in_with(
+        pki: &Pki,
+        dir: &std::path::Path,
+        listen: &str,
+        body: &str,
+        port: u16,
+        admin_port: u16,
+    ) -> Pushgate {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let config = dir.join("pushgate.yaml");
-        std::fs::write(&config, Pushgate::config(pki, addr, admin, &dir.join("data"), body)).unwrap();
+        let text = Pushgate::config_with(pki, addr, admin, &dir.join("data"), listen, body);
+        std::fs::write(&config, text).unwrap();
         let mut g = Pushgate {
             child: None,
             addr,
