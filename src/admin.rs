@@ -132,13 +132,11 @@ impl Admin {
             ),
             None => false,
         };
-        let mut probe_addr = self.listen_addr;
-        if probe_addr.ip().is_unspecified() {
-            probe_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
+        // The listener is up when its address is taken: binding it again fails with AddrInUse.
+        // (Connecting to it instead would make Pingora log a failed handshake at every probe.)
         let listener_ok = matches!(
-            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(probe_addr)).await,
-            Ok(Ok(_))
+            std::net::TcpListener::bind(self.listen_addr),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
         );
         // An unreachable shared memory only makes pushgate unready when it then refuses
         // events (policy `refuse`); under `accept` it still takes them, flagged.
