@@ -62,8 +62,10 @@ impl MemorySeen {
         let now = self.now();
         let deadline = now + self.ttl_ms;
         let mut shard = self.shard(&key);
-        shard.deadline.insert(key, deadline);
-        shard.order.push_back((key, deadline));
+        // Remembered again within the same millisecond: the queued entry already says it.
+        if shard.deadline.insert(key, deadline) != Some(deadline) {
+            shard.order.push_back((key, deadline));
+        }
         shard.evict(now, self.per_shard);
     }
 
