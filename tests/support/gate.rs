@@ -7,8 +7,22 @@ use std::time::{Duration, Instant};
 
 use super::Pki;
 
+/// A port for a server a test starts later (pushgate, its admin, Redis, a restartable app).
+///
+/// Taken from 20000–31999, below the kernel's ephemeral range (32768 and up here), and never
+/// handed out twice in one test binary: a port from `bind(:0)` could meanwhile be given to
+/// another test's app or to a client socket, and a readiness probe would then find the wrong
+/// server listening there.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        let mut taken = TAKEN.lock().unwrap();
+        if !taken.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Pushgate {
