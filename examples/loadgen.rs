@@ -54,6 +54,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
@@ -760,7 +761,7 @@ fn read_file(path: &Path, what: &str) -> Vec<u8> {
 
 fn load_certs(path: &Path, what: &str) -> Vec<CertificateDer<'static>> {
     let pem = read_file(path, what);
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| usage_error(format!("bad PEM in {what} {}: {e}", path.display())));
     if certs.is_empty() {
@@ -789,9 +790,9 @@ fn tls_config(args: &Args) -> rustls::ClientConfig {
         (Some(cert), Some(key)) => {
             let chain = load_certs(cert, "client certificate");
             let pem = read_file(key, "client key");
-            let key_der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())
-                .unwrap_or_else(|e| usage_error(format!("bad PEM in {}: {e}", key.display())))
-                .unwrap_or_else(|| usage_error(format!("no private key found in {}", key.display())));
+            // A file without a key is refused here too (pem::Error::NoItemsFound).
+            let key_der = PrivateKeyDer::from_pem_slice(&pem)
+                .unwrap_or_else(|e| usage_error(format!("no usable private key in {}: {e}", key.display())));
             builder
                 .with_client_auth_cert(chain, key_der)
                 .unwrap_or_else(|e| usage_error(format!("client certificate/key: {e}")))

@@ -598,17 +598,16 @@ async fn connect_presenting(
     s: &Setup,
     name: &str,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let pem = |file: String| std::fs::read(s.pki.path(&file)).unwrap();
-    let certs = rustls_pemfile::certs(&mut &pem(format!("{name}.pem"))[..])
+    let certs = CertificateDer::pem_slice_iter(&pem(format!("{name}.pem")))
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut &pem(format!("{name}.key"))[..])
-        .unwrap()
-        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&pem(format!("{name}.key"))).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let signer = provider.key_provider.load_private_key(key).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &pem("ca.pem".into())[..]) {
+    for c in CertificateDer::pem_slice_iter(&pem("ca.pem".into())) {
         roots.add(c.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -670,17 +669,16 @@ async fn bad_client_certificates_fail_the_handshake() {
 // ---- TLS versions and suites -----------------------------------------------------------------
 
 fn client_config(pki: &Pki, versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
     let pem = |name: &str| std::fs::read(pki.path(name)).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut &pem("ca.pem")[..]) {
+    for c in CertificateDer::pem_slice_iter(&pem("ca.pem")) {
         roots.add(c.unwrap()).unwrap();
     }
-    let certs = rustls_pemfile::certs(&mut &pem("xbs-prod.pem")[..])
+    let certs = CertificateDer::pem_slice_iter(&pem("xbs-prod.pem"))
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut &pem("xbs-prod.key")[..])
-        .unwrap()
-        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(&pem("xbs-prod.key")).unwrap();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(versions)

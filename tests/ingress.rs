@@ -348,10 +348,8 @@ async fn a_body_that_trickles_past_the_read_timeout_gets_408() {
 async fn leaf_pins_narrow_the_route() {
     let pki = Pki::new();
     let app = App::start().await;
-    let der = rustls_pemfile::certs(&mut &std::fs::read(pki.path("xbs-prod.pem")).unwrap()[..])
-        .next()
-        .unwrap()
-        .unwrap();
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let der = CertificateDer::from_pem_file(pki.path("xbs-prod.pem")).unwrap();
     let pin = sha2_hex(&der);
     let body = format!(
         "routes:\n  - name: pinned\n    path: /p\n    ack: upstream\n    client_cert_sha256: [\"{pin}\"]\n    upstream: {{ url: \"{}\" }}\n",

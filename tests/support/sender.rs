@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
@@ -27,13 +28,14 @@ pub struct Sender {
 }
 
 fn certs(path: &std::path::Path) -> Vec<CertificateDer<'static>> {
-    let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::certs(&mut &pem[..]).collect::<Result<_, _>>().unwrap()
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 fn key(path: &std::path::Path) -> PrivateKeyDer<'static> {
-    let pem = std::fs::read(path).unwrap();
-    rustls_pemfile::private_key(&mut &pem[..]).unwrap().unwrap()
+    PrivateKeyDer::from_pem_file(path).unwrap()
 }
 
 impl Sender {
