@@ -7,11 +7,14 @@ use aes_gcm::aead::consts::{U12, U16};
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::{Aes128, Aes256};
 use aes_gcm::AesGcm;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey, OAEP_SHA256_MGF1SHA256,
+};
+use base64::engine::general_purpose::STANDARD;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 use rand::RngCore;
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
 /// The bytes of `examples/samples/NAME`.
@@ -38,23 +41,33 @@ pub const MC_A128GCM: &str = "eyJlbmMiOiJBMTI4R0NNIiwiYWxnIjoiUlNBLU9BRVAtMjU2In
 
 /// A 2048-bit RSA key pair made once per test binary (key generation is the slow part).
 pub struct JweKey {
-    pub private: RsaPrivateKey,
-    pub public: RsaPublicKey,
+    pub private: PrivateDecryptingKey,
+    pub public: PublicEncryptingKey,
     /// Lower-case hex SHA-256 of the public key's SubjectPublicKeyInfo DER.
     pub kid: String,
 }
 
 impl JweKey {
     fn generate() -> JweKey {
-        let private = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-        let public = private.to_public_key();
-        let kid = hex::encode(Sha256::digest(public.to_public_key_der().unwrap().as_bytes()));
+        let private = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let public = private.public_key();
+        let kid = hex::encode(Sha256::digest(public.as_der().unwrap().as_ref()));
         JweKey { private, public, kid }
     }
 
     /// Writes the private key as PKCS#8 PEM to `path`.
     pub fn write_pem(&self, path: &std::path::Path) {
-        std::fs::write(path, self.private.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        let b64 = STANDARD.encode(self.private.as_der().unwrap().as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        );
+        std::fs::write(path, pem).unwrap();
     }
 }
 
@@ -107,10 +120,9 @@ pub fn seal(to: &JweKey, enc: Enc, iv_len: usize, with_kid: bool, cty: Option<&s
         (_, n) => panic!("IV length {n} is not 12 or 16"),
     };
     let (ct, tag) = sealed.split_at(sealed.len() - 16);
-    let ek = to
-        .public
-        .encrypt(&mut rand::thread_rng(), Oaep::new::<Sha256>(), &cek)
-        .unwrap();
+    let oaep = OaepPublicEncryptingKey::new(to.public.clone()).unwrap();
+    let mut ek = vec![0; oaep.ciphertext_size()];
+    oaep.encrypt(&OAEP_SHA256_MGF1SHA256, &cek, &mut ek, None).unwrap();
     let parts = [ek.as_slice(), &iv, ct, tag].map(|p| B64URL.encode(p));
     format!("{h}.{}", parts.join("."))
 }

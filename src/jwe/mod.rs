@@ -1,24 +1,26 @@
-//! Cross-Border payload decryption: the `{"encrypted_payload":{"data":JWE}}` envelope → plaintext and content type.
+//! Cross-Border payload decryption: a JWE envelope → plaintext and content type.
 //!
-//! JWE compact serialisation (RFC 7516) with `alg=RSA-OAEP-256` and `enc=A128GCM|A192GCM|A256GCM`,
-//! as produced by Mastercard's client-encryption libraries (12- or 16-byte IVs).
+//! JWE compact serialisation (RFC 7516) with `alg=RSA-OAEP-256` and every `enc` Mastercard's
+//! client-encryption libraries decrypt: AES-GCM (12- or 16-byte IVs) and AES-CBC-HMAC-SHA2.
+//! Like those libraries, a `kid` only orders the keys tried, and base64 in either alphabet,
+//! padded or not, is read where base64url is expected.
 
-use aes_gcm::aead::consts::{U12, U16};
-use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
-use aes_gcm::aes::{Aes128, Aes192, Aes256};
-use aes_gcm::AesGcm;
+mod cipher;
+mod envelope;
+mod key;
+
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use rsa::pkcs1::DecodeRsaPrivateKey;
-use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
-use rsa::traits::PublicKeyParts;
-use rsa::{Oaep, RsaPrivateKey};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
-// JOSE uses unpadded base64url; some senders pad anyway, so accept both.
+use cipher::Enc;
+pub use envelope::decrypt_envelope;
+pub use key::DecryptKey;
+
+// JOSE uses unpadded base64url; some senders pad, and Mastercard's Node library emits standard
+// base64 ('+', '/') in places: `b64` maps those to base64url first, then decodes either padding.
 const B64URL: GeneralPurpose = GeneralPurpose::new(
     &alphabet::URL_SAFE,
     GeneralPurposeConfig::new()
@@ -26,78 +28,6 @@ const B64URL: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 const DEFAULT_CONTENT_TYPE: &str = "application/json";
-const MIN_RSA_BITS: usize = 2048;
-const TAG_LEN: usize = 16;
-
-/// An RSA private key that Mastercard encrypts towards, with its kid (SPKI SHA-256 fingerprint).
-pub struct DecryptKey {
-    key: RsaPrivateKey,
-    kid: String,
-}
-
-impl DecryptKey {
-    /// PEM: PKCS#8 "PRIVATE KEY" or PKCS#1 "RSA PRIVATE KEY"; DER PKCS#8 also accepted (detect by content).
-    pub fn from_pem_or_der(bytes: &[u8]) -> Result<DecryptKey, JweError> {
-        let key = match std::str::from_utf8(bytes).ok().filter(|s| s.contains("-----BEGIN")) {
-            Some(text) => {
-                if let Some(block) = pem_block(text, "PRIVATE KEY") {
-                    RsaPrivateKey::from_pkcs8_pem(block).map_err(|e| JweError::BadKey(format!("PKCS#8 PEM: {e}")))?
-                } else if let Some(block) = pem_block(text, "RSA PRIVATE KEY") {
-                    RsaPrivateKey::from_pkcs1_pem(block).map_err(|e| JweError::BadKey(format!("PKCS#1 PEM: {e}")))?
-                } else {
-                    return Err(JweError::BadKey(
-                        "no unencrypted PRIVATE KEY or RSA PRIVATE KEY PEM block".into(),
-                    ));
-                }
-            }
-            // Binary: PKCS#8 DER as documented; PKCS#1 DER costs nothing to accept too.
-            None => RsaPrivateKey::from_pkcs8_der(bytes)
-                .or_else(|_| RsaPrivateKey::from_pkcs1_der(bytes))
-                .map_err(|_| JweError::BadKey("not a PKCS#8 or PKCS#1 RSA key (DER)".into()))?,
-        };
-        Self::from_rsa(key)
-    }
-
-    fn from_rsa(key: RsaPrivateKey) -> Result<DecryptKey, JweError> {
-        key.validate()
-            .map_err(|e| JweError::BadKey(format!("inconsistent RSA key: {e}")))?;
-        if key.size() * 8 < MIN_RSA_BITS {
-            return Err(JweError::BadKey(format!(
-                "RSA key is {} bits, need at least {MIN_RSA_BITS}",
-                key.size() * 8
-            )));
-        }
-        let spki = key
-            .to_public_key()
-            .to_public_key_der()
-            .map_err(|e| JweError::BadKey(format!("cannot encode public key: {e}")))?;
-        let kid = hex::encode(Sha256::digest(spki.as_bytes()));
-        Ok(DecryptKey { key, kid })
-    }
-
-    /// Lower-case hex SHA-256 of the public key's SubjectPublicKeyInfo DER.
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
-}
-
-impl std::fmt::Debug for DecryptKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecryptKey")
-            .field("kid", &self.kid)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The block from `-----BEGIN label-----` through `-----END label-----`, so that preambles such as
-/// openssl's "Bag Attributes" or a certificate in the same file do not break the strict PEM parser.
-fn pem_block<'a>(text: &'a str, label: &str) -> Option<&'a str> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = text.find(&begin)?;
-    let stop = start + text[start..].find(&end)? + end.len();
-    Some(&text[start..stop])
-}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Decrypted {
@@ -128,11 +58,11 @@ pub enum JweError {
     UnsupportedAlg(String),
     #[error("unsupported JWE enc {0:?}")]
     UnsupportedEnc(String),
-    #[error("no configured decryption key has kid {0:?}")]
+    #[error("kid {0:?} names no configured key, and no configured key could unwrap the content key")]
     UnknownKid(String),
     #[error("no configured decryption key could unwrap the content key")]
     KeyMismatch,
-    #[error("JWE IV must be 12 or 16 bytes, got {0}")]
+    #[error("JWE IV length {0} does not fit enc")]
     BadIv(usize),
     #[error("content key length does not match enc")]
     BadCek,
@@ -140,25 +70,6 @@ pub enum JweError {
     Tampered,
     #[error("unusable decryption key: {0}")]
     BadKey(String),
-}
-
-/// Ok(None): the body is not an envelope (and header did not claim it is).
-pub fn decrypt_envelope(
-    body: &[u8],
-    header_says_encrypted: bool,
-    keys: &[DecryptKey],
-) -> Result<Option<Decrypted>, JweError> {
-    let value: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    // `get` on a non-object yields None, so arrays/strings/etc. count as "not an envelope".
-    match value.as_ref().and_then(|v| v.get("encrypted_payload")) {
-        Some(payload) => match payload.get("data").and_then(serde_json::Value::as_str) {
-            Some(jwe) => decrypt_compact(jwe, keys).map(Some),
-            // An encrypted_payload key is a clear claim of encryption; never pass it on as plaintext.
-            None => Err(JweError::Malformed("encrypted_payload has no string data")),
-        },
-        None if header_says_encrypted => Err(JweError::NotAnEnvelope),
-        None => Ok(None),
-    }
 }
 
 #[derive(Deserialize)]
@@ -172,40 +83,16 @@ struct Header {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Clone, Copy)]
-enum Enc {
-    A128,
-    A192,
-    A256,
-}
-
-impl Enc {
-    fn parse(enc: &str) -> Option<Enc> {
-        match enc {
-            "A128GCM" => Some(Enc::A128),
-            "A192GCM" => Some(Enc::A192),
-            "A256GCM" => Some(Enc::A256),
-            _ => None,
-        }
-    }
-
-    fn key_len(self) -> usize {
-        match self {
-            Enc::A128 => 16,
-            Enc::A192 => 24,
-            Enc::A256 => 32,
-        }
-    }
-}
-
 /// The compact-serialisation step alone (used by decrypt_envelope; public for fuzzing).
 pub fn decrypt_compact(jwe: &str, keys: &[DecryptKey]) -> Result<Decrypted, JweError> {
+    // Envelopes wrap the JWE in whitespace at times (XML indentation, a trailing newline).
+    let jwe = jwe.trim();
     // splitn bounds the allocation for inputs with many dots; a 6th item means too many parts.
     let parts: Vec<&str> = jwe.splitn(6, '.').collect();
     let [h, ek, iv, ct, tag] = parts[..] else {
         return Err(JweError::Malformed("expected 5 dot-separated parts"));
     };
-    let header_json = b64(h, "header is not base64url")?;
+    let header_json = b64(h, "header is not base64")?;
     let header: Header = serde_json::from_slice(&header_json)
         .map_err(|_| JweError::Malformed("header is not a JSON object with string alg and enc"))?;
     if header.alg != "RSA-OAEP-256" {
@@ -219,55 +106,45 @@ pub fn decrypt_compact(jwe: &str, keys: &[DecryptKey]) -> Result<Decrypted, JweE
         return Err(JweError::Malformed("crit is not supported"));
     }
     // All cheap structural checks happen before any RSA private-key operation.
-    let ek = b64(ek, "encrypted key is not base64url")?;
-    let iv = b64(iv, "IV is not base64url")?;
-    if iv.len() != 12 && iv.len() != 16 {
+    let ek = b64(ek, "encrypted key is not base64")?;
+    let iv = b64(iv, "IV is not base64")?;
+    if !enc.iv_ok(iv.len()) {
         return Err(JweError::BadIv(iv.len()));
     }
-    let ct = b64(ct, "ciphertext is not base64url")?;
-    let tag = b64(tag, "tag is not base64url")?;
-    if tag.len() != TAG_LEN {
-        return Err(JweError::Malformed("tag must be 16 bytes"));
+    let ct = b64(ct, "ciphertext is not base64")?;
+    let tag = b64(tag, "tag is not base64")?;
+    if tag.len() != enc.tag_len() {
+        return Err(JweError::Malformed("tag length does not fit enc"));
     }
     // AAD is the header part exactly as received (RFC 7516 §5.2 step 14), never re-encoded.
     let aad = h.as_bytes();
     let attempt = |key: &DecryptKey| -> Result<Vec<u8>, JweError> {
-        // Blinded RSA: this runs on attacker-supplied ciphertext.
-        let cek = key
-            .key
-            .decrypt_blinded(&mut OsRng, Oaep::new::<Sha256>(), &ek)
-            .map_err(|_| JweError::KeyMismatch)?;
-        if cek.len() != enc.key_len() {
-            return Err(JweError::BadCek);
-        }
-        open_gcm(enc, &cek, &iv, &ct, &tag, aad)
+        let cek = key.unwrap_cek(&ek).ok_or(JweError::KeyMismatch)?;
+        cipher::open(enc, &cek, &iv, &ct, &tag, aad)
     };
 
-    let (plaintext, kid_used) = match header.kid.as_deref() {
-        Some(kid) => {
-            let key = keys
-                .iter()
-                .find(|k| k.kid.eq_ignore_ascii_case(kid))
-                .ok_or_else(|| JweError::UnknownKid(short(kid)))?;
-            (attempt(key)?, key.kid.clone())
-        }
-        None => {
-            // No kid: first key that fully decrypts wins; otherwise report the most specific failure.
-            let mut last = JweError::KeyMismatch;
-            let mut found = None;
-            for key in keys {
-                match attempt(key) {
-                    Ok(pt) => {
-                        found = Some((pt, key.kid.clone()));
-                        break;
-                    }
-                    Err(JweError::KeyMismatch) => {}
-                    Err(e) => last = e,
-                }
-            }
-            found.ok_or(last)?
-        }
+    // Mastercard's libraries ignore kid when decrypting, and its Node library writes a base64
+    // certificate hash there: a matching kid only puts its key first.
+    let kid = header.kid.as_deref();
+    let named = |k: &&DecryptKey| kid.is_some_and(|kid| k.kid().eq_ignore_ascii_case(kid));
+    let order = keys.iter().filter(named).chain(keys.iter().filter(|k| !named(k)));
+    // The first key that fully decrypts wins; otherwise report the most specific failure.
+    let mut last = match kid {
+        Some(kid) if !keys.iter().any(|k| named(&k)) => JweError::UnknownKid(short(kid)),
+        _ => JweError::KeyMismatch,
     };
+    let mut found = None;
+    for key in order {
+        match attempt(key) {
+            Ok(pt) => {
+                found = Some((pt, key.kid().to_owned()));
+                break;
+            }
+            Err(JweError::KeyMismatch) => {}
+            Err(e) => last = e,
+        }
+    }
+    let (plaintext, kid_used) = found.ok_or(last)?;
 
     // RFC 7515 §4.1.10: a cty without '/' means "application/<cty>".
     let content_type = match header.cty {
@@ -283,8 +160,14 @@ pub fn decrypt_compact(jwe: &str, keys: &[DecryptKey]) -> Result<Decrypted, JweE
     })
 }
 
+/// base64url, padded or not; standard-alphabet characters read as their base64url twins.
 fn b64(part: &str, why: &'static str) -> Result<Vec<u8>, JweError> {
-    B64URL.decode(part).map_err(|_| JweError::Malformed(why))
+    let decoded = if part.contains(['+', '/']) {
+        B64URL.decode(part.replace('+', "-").replace('/', "_"))
+    } else {
+        B64URL.decode(part)
+    };
+    decoded.map_err(|_| JweError::Malformed(why))
 }
 
 // Attacker-chosen strings end up in logs via errors: cap their length.
@@ -292,40 +175,29 @@ fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-fn open_gcm(enc: Enc, cek: &[u8], iv: &[u8], ct: &[u8], tag: &[u8], aad: &[u8]) -> Result<Vec<u8>, JweError> {
-    match (enc, iv.len()) {
-        (Enc::A128, 12) => open::<AesGcm<Aes128, U12>>(cek, iv, ct, tag, aad),
-        (Enc::A128, 16) => open::<AesGcm<Aes128, U16>>(cek, iv, ct, tag, aad),
-        (Enc::A192, 12) => open::<AesGcm<Aes192, U12>>(cek, iv, ct, tag, aad),
-        (Enc::A192, 16) => open::<AesGcm<Aes192, U16>>(cek, iv, ct, tag, aad),
-        (Enc::A256, 12) => open::<AesGcm<Aes256, U12>>(cek, iv, ct, tag, aad),
-        (Enc::A256, 16) => open::<AesGcm<Aes256, U16>>(cek, iv, ct, tag, aad),
-        (_, n) => Err(JweError::BadIv(n)),
-    }
-}
-
-fn open<C: Aead + KeyInit>(cek: &[u8], iv: &[u8], ct: &[u8], tag: &[u8], aad: &[u8]) -> Result<Vec<u8>, JweError> {
-    let cipher = C::new_from_slice(cek).map_err(|_| JweError::BadCek)?;
-    let nonce = aes_gcm::aead::Nonce::<C>::from_exact_iter(iv.iter().copied()).ok_or(JweError::BadIv(iv.len()))?;
-    let mut msg = Vec::with_capacity(ct.len() + tag.len());
-    msg.extend_from_slice(ct);
-    msg.extend_from_slice(tag);
-    cipher
-        .decrypt(&nonce, Payload { msg: &msg, aad })
-        .map_err(|_| JweError::Tampered)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes_gcm::aead::consts::{U12, U16};
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    use aes_gcm::aes::{Aes128, Aes192, Aes256};
+    use aes_gcm::AesGcm;
+    use aws_lc_rs::cipher::{EncryptionContext, PaddedBlockEncryptingKey, UnboundCipherKey, AES_128, AES_192, AES_256};
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::hmac;
+    use aws_lc_rs::rsa::{KeySize, OaepPublicEncryptingKey, PrivateDecryptingKey, OAEP_SHA256_MGF1SHA256};
+    use base64::engine::general_purpose::STANDARD;
     use rand::{Rng, RngCore};
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::pkcs8::{EncodePrivateKey, LineEnding};
     use std::sync::OnceLock;
 
     const MC_KEY_PEM: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/jwe/mastercard_test_key_pkcs8-2048.pem"
+    ));
+    // The same key, converted with `openssl rsa -traditional`.
+    const MC_KEY_PKCS1_PEM: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/jwe/mastercard_test_key_pkcs1-2048.pem"
     ));
     const MC_KID: &str = "761b003c1eade3a5490e5000d37887baa5e6ec0e226c07706e599451fc032a79";
     // Mastercard/client-encryption-java, src/test/java/com/mastercard/developer/test/TestUtils.java.
@@ -342,8 +214,8 @@ mod tests {
     fn test_keys() -> &'static [DecryptKey; 2] {
         static KEYS: OnceLock<[DecryptKey; 2]> = OnceLock::new();
         KEYS.get_or_init(|| {
-            let fresh = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-            [DecryptKey::from_rsa(fresh).unwrap(), mc_key()]
+            let fresh = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+            [DecryptKey::from_private(fresh).unwrap(), mc_key()]
         })
     }
 
@@ -379,24 +251,46 @@ mod tests {
         cipher.encrypt(&nonce, Payload { msg: pt, aad }).unwrap()
     }
 
+    /// RFC 7518 §5.2.2.1, test side: ciphertext || full-length tag.
+    fn seal_cbc(cek: &[u8], iv: &[u8], aad: &[u8], pt: &[u8]) -> Vec<u8> {
+        let (mac, aes) = match cek.len() {
+            32 => (hmac::HMAC_SHA256, &AES_128),
+            48 => (hmac::HMAC_SHA384, &AES_192),
+            _ => (hmac::HMAC_SHA512, &AES_256),
+        };
+        let (mac_key, enc_key) = cek.split_at(cek.len() / 2);
+        let key = PaddedBlockEncryptingKey::cbc_pkcs7(UnboundCipherKey::new(aes, enc_key).unwrap()).unwrap();
+        let mut ct = pt.to_vec();
+        let iv: [u8; 16] = iv.try_into().unwrap();
+        key.less_safe_encrypt(&mut ct, EncryptionContext::Iv128(iv.into()))
+            .unwrap();
+        let al = (aad.len() as u64 * 8).to_be_bytes();
+        let m = hmac::sign(&hmac::Key::new(mac, mac_key), &[aad, &iv, &ct, &al].concat());
+        [&ct[..], &m.as_ref()[..cek.len() / 2]].concat()
+    }
+
     /// Test-only encryptor with a random CEK and IV; unsupported sizes get a random "ciphertext".
     fn seal_raw(k: &DecryptKey, hdr: &str, cek_len: usize, iv_len: usize, pt: &[u8]) -> String {
         let (cek, iv) = (random(cek_len), random(iv_len));
         let h = B64URL.encode(hdr);
-        let pk = k.key.to_public_key();
-        let ek = pk.encrypt(&mut rand::thread_rng(), Oaep::new::<Sha256>(), &cek);
+        let cbc = hdr.contains("CBC-HS");
+        let oaep = OaepPublicEncryptingKey::new(k.public.clone()).unwrap();
+        let mut ek = vec![0; oaep.ciphertext_size()];
+        oaep.encrypt(&OAEP_SHA256_MGF1SHA256, &cek, &mut ek, None).unwrap();
         let (aad, cek) = (h.as_bytes(), &cek[..]);
         let sealed = match (cek.len(), iv.len()) {
+            (32 | 48 | 64, 16) if cbc => seal_cbc(cek, &iv, aad, pt),
             (16, 12) => seal_with::<AesGcm<Aes128, U12>>(cek, &iv, aad, pt),
             (16, 16) => seal_with::<AesGcm<Aes128, U16>>(cek, &iv, aad, pt),
             (24, 12) => seal_with::<AesGcm<Aes192, U12>>(cek, &iv, aad, pt),
             (24, 16) => seal_with::<AesGcm<Aes192, U16>>(cek, &iv, aad, pt),
             (32, 12) => seal_with::<AesGcm<Aes256, U12>>(cek, &iv, aad, pt),
             (32, 16) => seal_with::<AesGcm<Aes256, U16>>(cek, &iv, aad, pt),
-            _ => random(pt.len() + TAG_LEN),
+            _ => random(pt.len() + 16),
         };
-        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        let rest = [ek.unwrap(), iv, ct.to_vec(), tag.to_vec()].map(|p| B64URL.encode(p));
+        let tag_len = if cbc { cek.len() / 2 } else { 16 };
+        let (ct, tag) = sealed.split_at(sealed.len() - tag_len);
+        let rest = [ek, iv, ct.to_vec(), tag.to_vec()].map(|p| B64URL.encode(p));
         format!("{h}.{}", rest.join("."))
     }
 
@@ -457,19 +351,43 @@ mod tests {
         );
     }
 
+    /// PEM of DER as openssl writes it (64-column lines), with `eol` line endings.
+    fn pem(label: &str, der: &[u8], eol: &str) -> String {
+        let b64 = STANDARD.encode(der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN {label}-----{eol}{}{eol}-----END {label}-----{eol}",
+            lines.join(eol)
+        )
+    }
+
     #[test]
     fn key_formats_agree_on_kid() {
-        let k = &test_keys()[0];
-        let pkcs1 = k.key.to_pkcs1_pem(LineEnding::LF).unwrap();
-        let pkcs8_der = k.key.to_pkcs8_der().unwrap();
-        let pkcs8 = k.key.to_pkcs8_pem(LineEnding::CRLF).unwrap();
-        let with_preamble = format!("Bag Attributes\n    localKeyID: 01\n{}", pkcs8.as_str());
-        for bytes in [pkcs1.as_bytes(), pkcs8_der.as_bytes(), with_preamble.as_bytes()] {
-            assert_eq!(DecryptKey::from_pem_or_der(bytes).unwrap().kid(), k.kid());
+        let fresh = PrivateDecryptingKey::generate(KeySize::Rsa2048).unwrap();
+        let kid = DecryptKey::from_private(fresh.clone()).unwrap().kid().to_owned();
+        let der = fresh.as_der().unwrap();
+        let pkcs8 = pem("PRIVATE KEY", der.as_ref(), "\r\n");
+        let with_preamble = format!("Bag Attributes\n    localKeyID: 01\n{pkcs8}");
+        for bytes in [der.as_ref(), pkcs8.as_bytes(), with_preamble.as_bytes()] {
+            assert_eq!(DecryptKey::from_pem_or_der(bytes).unwrap().kid(), kid);
         }
+        // PKCS#1, PEM and DER, of Mastercard's key: the kid Mastercard's vectors carry.
+        let pkcs1 = DecryptKey::from_pem_or_der(MC_KEY_PKCS1_PEM.as_bytes()).unwrap();
+        assert_eq!(pkcs1.kid(), MC_KID);
+        let body: String = MC_KEY_PKCS1_PEM.lines().filter(|l| !l.starts_with("-----")).collect();
+        let pkcs1_der = STANDARD.decode(body).unwrap();
+        assert_eq!(DecryptKey::from_pem_or_der(&pkcs1_der).unwrap().kid(), MC_KID);
         assert_err!(DecryptKey::from_pem_or_der(b"nope"), JweError::BadKey(_));
-        let dbg = format!("{k:?}");
-        assert!(dbg.contains(k.kid()) && !dbg.contains("key:"));
+        let truncated = pem("PRIVATE KEY", &der.as_ref()[..600], "\n");
+        assert_err!(DecryptKey::from_pem_or_der(truncated.as_bytes()), JweError::BadKey(_));
+        let encrypted = pem("ENCRYPTED PRIVATE KEY", der.as_ref(), "\n");
+        assert_err!(DecryptKey::from_pem_or_der(encrypted.as_bytes()), JweError::BadKey(_));
+        let dbg = format!("{:?}", mc_key());
+        assert!(dbg.contains(MC_KID) && !dbg.contains("oaep"), "{dbg}");
     }
 
     #[test]
@@ -549,8 +467,11 @@ mod tests {
         assert_err!(decrypt_compact(&format!("{jwe}.x"), ks), JweError::Malformed(_));
         let rsa15 = seal_raw(k, r#"{"alg":"RSA1_5","enc":"A128GCM"}"#, 16, 12, PT);
         assert_err!(decrypt_compact(&rsa15, ks), JweError::UnsupportedAlg(a) if a == "RSA1_5");
-        let cbc = seal_raw(k, &header("A128CBC-HS256", None, None), 32, 16, PT);
-        assert_err!(decrypt_compact(&cbc, ks), JweError::UnsupportedEnc(e) if e == "A128CBC-HS256");
+        let xc20p = seal_raw(k, &header("XC20P", None, None), 32, 24, PT);
+        assert_err!(decrypt_compact(&xc20p, ks), JweError::UnsupportedEnc(e) if e == "XC20P");
+        // CBC takes one AES block of IV, never a GCM-sized one.
+        let cbc_iv12 = seal_raw(k, &header("A128CBC-HS256", None, None), 32, 12, PT);
+        assert_err!(decrypt_compact(&cbc_iv12, ks), JweError::BadIv(12));
         assert_err!(
             decrypt_compact(&seal(k, "A128GCM", 16, 8, None), ks),
             JweError::BadIv(8)
@@ -620,5 +541,154 @@ mod tests {
                 assert!(e.to_string().len() < 200, "{e}");
             }
         }
+    }
+
+    #[test]
+    fn cbc_hmac_roundtrips_and_checks_its_tag_first() {
+        let k = &test_keys()[0];
+        let ks = std::slice::from_ref(k);
+        for (enc, cek_len) in [("A128CBC-HS256", 32), ("A192CBC-HS384", 48), ("A256CBC-HS512", 64)] {
+            for pt in [PT, b"", b"0123456789abcdef"] {
+                let jwe = seal_raw(k, &header(enc, Some(k.kid()), None), cek_len, 16, pt);
+                assert_eq!(decrypt_compact(&jwe, ks).unwrap().plaintext, pt, "{enc}");
+            }
+            let jwe = seal_raw(k, &header(enc, None, None), cek_len, 16, PT);
+            // Any change to what the HMAC covers (AAD, IV, ciphertext) or the tag itself.
+            for part in [4, 3, 2] {
+                assert_err!(
+                    decrypt_compact(&replace_part(&jwe, part, flip_first), ks),
+                    JweError::Tampered
+                );
+            }
+            let hdr = header(enc, None, Some("json"));
+            assert_err!(
+                decrypt_compact(&replace_part(&jwe, 0, |_| hdr.clone().into_bytes()), ks),
+                JweError::Tampered
+            );
+            // A full-length HMAC where the truncated one belongs is not a tag.
+            let long_tag = replace_part(&jwe, 4, |mut v| {
+                v.extend_from_slice(&v.clone());
+                v
+            });
+            assert_err!(decrypt_compact(&long_tag, ks), JweError::Malformed(_));
+            // A CEK of the GCM size for a CBC enc.
+            let short_cek = seal_raw(k, &header(enc, None, None), cek_len / 2, 16, PT);
+            assert!(decrypt_compact(&short_cek, ks).is_err());
+        }
+    }
+
+    #[test]
+    fn unknown_kid_tries_every_key_and_a_matching_kid_goes_first() {
+        let both = test_keys();
+        let [a, b] = both;
+        // Mastercard's Node library: base64 SHA-256 of the certificate as kid.
+        let jwe = seal(
+            b,
+            "A256GCM",
+            32,
+            16,
+            Some("gIEPwTqDGfzw4uwyLIKkwwS3gsw85nEXY0PP6BYMInk="),
+        );
+        assert_eq!(decrypt_compact(&jwe, both).unwrap().kid_used, b.kid());
+        // A kid naming the other configured key: that key first, then this one.
+        let jwe = seal(b, "A256GCM", 32, 12, Some(a.kid()));
+        assert_eq!(decrypt_compact(&jwe, both).unwrap().kid_used, b.kid());
+        // Upper-case hex kids are the same kid.
+        let jwe = seal(a, "A128GCM", 16, 12, Some(&a.kid().to_uppercase()));
+        assert_eq!(decrypt_compact(&jwe, both).unwrap().kid_used, a.kid());
+        // A tampered JWE with an unknown kid reports the tag, not the kid.
+        let jwe = seal(b, "A256GCM", 32, 12, Some("other"));
+        assert_err!(
+            decrypt_compact(&replace_part(&jwe, 4, flip_first), both),
+            JweError::Tampered
+        );
+    }
+
+    #[test]
+    fn standard_base64_padding_and_whitespace_are_read() {
+        let k = &test_keys()[0];
+        let ks = std::slice::from_ref(k);
+        // Find an encryption whose binary parts hold '-' or '_' so the alphabet really differs.
+        let jwe = (0..50)
+            .map(|_| seal(k, "A256GCM", 32, 16, None))
+            .find(|j| j.split('.').skip(1).any(|p| p.contains(['-', '_'])))
+            .unwrap();
+        let std_parts: Vec<String> = jwe
+            .split('.')
+            .enumerate()
+            .map(|(i, p)| match i {
+                0 => p.to_owned(),
+                _ => STANDARD.encode(B64URL.decode(p).unwrap()),
+            })
+            .collect();
+        let std_jwe = std_parts.join(".");
+        assert!(std_jwe.contains(['+', '/']));
+        for variant in [std_jwe.clone(), format!(" \r\n\t{std_jwe}\n "), format!("\n{jwe}\n")] {
+            let d = decrypt_compact(&variant, ks).unwrap();
+            assert_eq!(d.plaintext, PT);
+        }
+        // Whitespace inside a part is not base64.
+        assert_err!(decrypt_compact(&jwe.replacen('.', ". ", 2), ks), JweError::Malformed(_));
+    }
+
+    fn xml_envelope(jwe: &str) -> Vec<u8> {
+        format!("<encrypted_payload><data>{jwe}</data></encrypted_payload>").into_bytes()
+    }
+
+    #[test]
+    fn xml_envelopes_decrypt_like_json_ones() {
+        let k = &test_keys()[0];
+        let ks = std::slice::from_ref(k);
+        let jwe = seal(k, "A128GCM", 16, 12, Some(k.kid()));
+        let (half_a, half_b) = jwe.split_at(jwe.len() / 2);
+        let bodies = [
+            String::from_utf8(xml_envelope(&jwe)).unwrap(),
+            format!("\u{feff}<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- push -->\n<encrypted_payload>\n  <data>\n    {jwe}\n  </data>\n</encrypted_payload>\n"),
+            format!("<x:encrypted_payload xmlns:x=\"urn:mc\"><x:data>{jwe}</x:data><other a=\"1\"/></x:encrypted_payload>"),
+            format!("<encrypted_payload><data>{half_a}<![CDATA[{half_b}]]></data></encrypted_payload>"),
+        ];
+        for body in &bodies {
+            let d = decrypt_envelope(body.as_bytes(), false, ks).unwrap().unwrap();
+            assert_eq!((d.plaintext.as_slice(), d.kid_used.as_str()), (PT, k.kid()), "{body}");
+        }
+        assert_err!(
+            decrypt_envelope(&xml_envelope(&replace_part(&jwe, 4, flip_first)), true, ks),
+            JweError::Tampered
+        );
+        // Other XML is no envelope: the profile reads it (or refuses it when x-encrypted says so).
+        for other in [
+            &b"<statusChange><eventRef>1</eventRef></statusChange>"[..],
+            b"<a",
+            b"<?xml version=\"1.0\"?>",
+        ] {
+            assert!(decrypt_envelope(other, false, ks).unwrap().is_none());
+            assert_err!(decrypt_envelope(other, true, ks), JweError::NotAnEnvelope);
+        }
+    }
+
+    #[test]
+    fn xml_envelopes_refuse_dtds_and_odd_shapes() {
+        let k = &test_keys()[0];
+        let ks = std::slice::from_ref(k);
+        let jwe = seal(k, "A128GCM", 16, 12, None);
+        let refused = [
+            format!("<!DOCTYPE e [<!ENTITY j \"{jwe}\">]><encrypted_payload><data>&j;</data></encrypted_payload>"),
+            format!("<encrypted_payload><!DOCTYPE x><data>{jwe}</data></encrypted_payload>"),
+            format!("<encrypted_payload><data>&amp;{jwe}</data></encrypted_payload>"),
+            format!("<encrypted_payload><data>{jwe}</data><data>{jwe}</data></encrypted_payload>"),
+            format!("<encrypted_payload><data><b>{jwe}</b></data></encrypted_payload>"),
+            format!("<encrypted_payload><data>{jwe}</data></encrypted_payload><encrypted_payload/>"),
+            format!("<encrypted_payload><data>{jwe}</data>"),
+            format!("<encrypted_payload><data>{jwe}</wrong></encrypted_payload>"),
+            "<encrypted_payload/>".to_owned(),
+            "<encrypted_payload><data/></encrypted_payload>".to_owned(),
+            "<encrypted_payload><other>x</other></encrypted_payload>".to_owned(),
+        ];
+        for body in refused {
+            assert_err!(decrypt_envelope(body.as_bytes(), false, ks), JweError::Malformed(_));
+        }
+        // Only the root's own <data> counts.
+        let nested = format!("<encrypted_payload><x><data>{jwe}</data></x></encrypted_payload>");
+        assert_err!(decrypt_envelope(nested.as_bytes(), false, ks), JweError::Malformed(_));
     }
 }
