@@ -1,12 +1,27 @@
 //! Reading a sender's body: framed unambiguously (400 for the shapes of request smuggling),
 //! bounded in size (413, refused early from `Content-Length` when it says too much) and in time
 //! (408 when the whole body has not arrived within the route's read timeout, however slowly it
-//! trickles).
+//! trickles) — and, once a request is refused before its body was read, the lingering close
+//! that lets the sender read the refusal ([`linger`]).
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
 use crate::reply::{Outcome, Reply};
+
+/// Lingering close: at most this many body bytes are read and thrown away after a refusal.
+/// Far above any notification (senders' bodies are kilobytes) and above the 2 MB a sender that
+/// writes everything before reading was seen to send (issue 13); reading and discarding it
+/// costs milliseconds of CPU. A sender past it is cut off as before.
+pub const LINGER_BYTES: u64 = 16 << 20;
+/// Lingering close: at most this long in all (nginx's `lingering_time` is 30 s; a connection
+/// slot is held meanwhile, so it is kept short).
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Lingering close: a sender that sends nothing for this long is done (nginx's
+/// `lingering_timeout`), e.g. one that waited for `100 Continue` and got the refusal instead.
+pub const LINGER_IDLE: Duration = Duration::from_secs(1);
 
 pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration) -> Result<Bytes, Reply> {
     check_framing(&session.to_h1_raw())
@@ -60,6 +75,54 @@ pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration)
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// How a lingering close ended, for the debug log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lingered {
+    /// Body bytes read and discarded.
+    pub bytes: u64,
+    /// The body ended (or the sender closed): nothing unread is left, so the close is clean.
+    pub complete: bool,
+}
+
+/// Reads and discards what is left of a refused request's body, bounded by [`LINGER_BYTES`],
+/// [`LINGER_TIME`] and [`LINGER_IDLE`], so the connection can then be closed cleanly.
+///
+/// Why: closing a socket whose receive buffer still holds unread bytes makes the kernel send
+/// a TCP reset, and a sender still writing its body (Python's `http.client`, anything that
+/// writes the whole request before reading) then fails on its write and never reads the 413
+/// or 401 already sent. nginx drains for the same reason. The body is read through Pingora's
+/// framing (`Content-Length` or chunked), so draining stops exactly where the body ends and
+/// the close follows at once; the bytes are never looked at.
+///
+/// Pingora's own `drain_request_body` has a time bound but no byte bound, hence this loop.
+pub async fn linger(session: &mut Session) -> Lingered {
+    session.set_read_timeout(Some(LINGER_IDLE));
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut lingered = Lingered {
+        bytes: 0,
+        complete: false,
+    };
+    while lingered.bytes <= LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) => lingered.bytes += chunk.len() as u64,
+            Ok(Ok(None)) => {
+                lingered.complete = true;
+                break;
+            }
+            // A closed connection has nothing unread either.
+            Ok(Err(e)) => {
+                lingered.complete = matches!(
+                    e.etype(),
+                    pingora::ErrorType::ConnectionClosed | pingora::ErrorType::ReadError
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    lingered
 }
 
 /// Refuses a request header whose body framing two HTTP parsers could read differently, as

@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnValue, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PrintableString, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, PrintableString, RevocationReason,
+    RevokedCertParams, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 pub use rcgen::{CustomExtension, DnType};
 use time::{Duration, OffsetDateTime};
@@ -198,6 +199,54 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             cert_der: cert.der().to_vec(),
+        })
+    }
+}
+
+/// A certificate revocation list signed by a [`Ca`].
+#[derive(Debug, Clone)]
+pub struct Crl {
+    pub pem: String,
+    pub der: Vec<u8>,
+}
+
+impl Ca {
+    /// A CRL revoking `revoked` (certificates this CA issued), valid until `next_update`
+    /// (a time in the past makes an expired CRL). `number` is the CRL number, which a newer
+    /// CRL of the same CA raises.
+    pub fn revocation_list(
+        &self,
+        revoked: &[&Issued],
+        next_update: OffsetDateTime,
+        number: u64,
+    ) -> Result<Crl, DevCertError> {
+        let now = OffsetDateTime::now_utc();
+        let mut revoked_certs = Vec::with_capacity(revoked.len());
+        for issued in revoked {
+            let serial = x509_parser::parse_x509_certificate(&issued.cert_der)
+                .map_err(|_| DevCertError::Rcgen(rcgen::Error::CouldNotParseCertificate))?
+                .1
+                .raw_serial()
+                .to_vec();
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: now - Duration::minutes(5),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: (now - Duration::hours(1)).min(next_update - Duration::hours(1)),
+            next_update,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.cert, &self.key)?;
+        Ok(Crl {
+            pem: crl.pem()?,
+            der: crl.der().to_vec(),
         })
     }
 }
@@ -434,6 +483,29 @@ mod tests {
         assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
         let v6_loopback = std::net::Ipv6Addr::LOCALHOST.octets();
         assert!(names.contains(&GeneralName::IPAddress(&v6_loopback)));
+    }
+
+    #[test]
+    fn revocation_lists_name_the_revoked_serials() {
+        let ca = Ca::new("test CA").unwrap();
+        let (a, b) = (
+            ca.issue_client(&XBS_PROD_DN).unwrap(),
+            ca.issue_client(&OTHER_DN).unwrap(),
+        );
+        let next = OffsetDateTime::now_utc() + Duration::days(7);
+        let crl = ca.revocation_list(&[&a], next, 1).unwrap();
+        assert!(crl.pem.starts_with("-----BEGIN X509 CRL-----"));
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl.der).unwrap();
+        let serials: Vec<&[u8]> = parsed.iter_revoked_certificates().map(|r| r.raw_serial()).collect();
+        assert_eq!(serials, [parse(&a.cert_der).raw_serial()]);
+        assert_ne!(parse(&a.cert_der).raw_serial(), parse(&b.cert_der).raw_serial());
+        assert_eq!(parsed.issuer().as_raw(), parse(&ca.cert_der()).subject().as_raw());
+        assert_eq!(parsed.next_update().unwrap().timestamp(), next.unix_timestamp());
+        // Past its next update: this_update still comes before.
+        let old = OffsetDateTime::now_utc() - Duration::days(1);
+        let stale_der = ca.revocation_list(&[], old, 2).unwrap().der;
+        let (_, stale) = x509_parser::parse_x509_crl(&stale_der).unwrap();
+        assert!(stale.last_update().timestamp() < stale.next_update().unwrap().timestamp());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct RequestLog {
     status: u16,
     reason: Option<String>,
     tally: EventTally,
+    /// When the answer was sent: a refusal's lingering close comes after it and is not part of
+    /// the answer time.
+    answered_in: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -50,6 +53,7 @@ impl ProxyHttp for Ingest {
             status: 0,
             reason: None,
             tally: EventTally::default(),
+            answered_in: None,
         }
     }
 
@@ -73,6 +77,11 @@ impl ProxyHttp for Ingest {
         log.outcome = Some(reply.outcome);
         log.reason = reply.reason.clone();
         reply.send(session).await?;
+        log.answered_in = Some(log.started.elapsed());
+        if reply.lingers() {
+            let lingered = crate::body::linger(session).await;
+            tracing::debug!(target: "pushgate::request", bytes = lingered.bytes, complete = lingered.complete, "lingering close");
+        }
         Ok(true)
     }
 
@@ -80,12 +89,11 @@ impl ProxyHttp for Ingest {
         crate::conn::request_done();
         let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
         let outcome = log.outcome.map_or("error", Outcome::as_str);
+        let took = log.answered_in.unwrap_or_else(|| log.started.elapsed());
         let m = &self.shared.metrics;
         m.requests.with_label_values(&[route, outcome]).inc();
         if log.route.is_some() {
-            m.ack_seconds
-                .with_label_values(&[route])
-                .observe(log.started.elapsed().as_secs_f64());
+            m.ack_seconds.with_label_values(&[route]).observe(took.as_secs_f64());
         }
         let t = &log.tally;
         for (word, n) in [
@@ -120,7 +128,7 @@ impl ProxyHttp for Ingest {
             client_dn = %client_dn,
             reason = %reason,
             error = error.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
-            duration_ms = log.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = took.as_secs_f64() * 1000.0,
         );
     }
 }

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub dedupe_keys: IntGauge,
     pub sender_attempt: HistogramVec,
     pub cert_expiry: GaugeVec,
+    pub crl_next_update: GaugeVec,
     pub tls_failures: IntCounterVec,
     pub reloads: IntCounterVec,
     pub storage_errors: IntCounterVec,
@@ -127,6 +128,17 @@ impl Metrics {
                         "notAfter of the server certificate and each CA.",
                     ),
                     &["cert"],
+                )
+                .expect("constant metric"),
+            ),
+            crl_next_update: reg(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "pushgate_crl_next_update_timestamp_seconds",
+                        "nextUpdate of each client CRL, by issuer.",
+                    ),
+                    &["issuer"],
                 )
                 .expect("constant metric"),
             ),

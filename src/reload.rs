@@ -1,6 +1,7 @@
 //! Reload without dropping a connection: on SIGHUP (or `POST /reload`, or `pushgate reload`)
 //! the config file is read and validated again; if it is good, the routes (paths, DN lists,
-//! pins, secrets, profiles, upstreams), the server certificate and the client CA are swapped.
+//! pins, secrets, profiles, upstreams), the server certificate, the client CA and the client
+//! CRLs are swapped.
 //! Requests in flight keep the route they started with; open connections keep their TLS
 //! session; new handshakes and new requests see the new config. A bad file changes nothing:
 //! the old config keeps serving, and the reason is logged and counted.

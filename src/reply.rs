@@ -95,6 +95,14 @@ impl Reply {
         }
     }
 
+    /// Whether the connection, closed after this answer, first drains what the sender still
+    /// sends of its body ([`crate::body::linger`]), so the sender can read the answer. Refusals
+    /// of a well-framed request only: a 400 may be about the framing itself, whose body end is
+    /// then unknown, and a body read error leaves nothing sensible to read.
+    pub fn lingers(&self) -> bool {
+        self.close && matches!(self.status, 401 | 403 | 404 | 405 | 408 | 413)
+    }
+
     pub async fn send(&self, session: &mut Session) -> pingora::Result<()> {
         let mut h = ResponseHeader::build(self.status, Some(4))?;
         h.insert_header("content-length", self.body.len().to_string())?;

@@ -1,7 +1,8 @@
 //! The listener's TLS: the server certificate (behind a resolver, so it can be swapped on
 //! reload), the client-certificate verifier (any certificate presented must chain to
-//! `client_ca`; none at all is allowed unless `require_client_cert`), and the handshake
-//! callback that reduces the verified leaf to a [`ClientIdentity`] once per connection.
+//! `client_ca` and not be revoked by a `client_crl`; none at all is allowed unless
+//! `require_client_cert`), and the handshake callback that reduces the verified leaf to a
+//! [`ClientIdentity`] once per connection.
 
 use std::any::Any;
 use std::path::Path;
@@ -12,13 +13,13 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::config::Listen;
+use crate::config::{CrlExpired, Listen};
 use crate::identity::ClientIdentity;
 use crate::metrics::{Metrics, NO_ROUTE};
 
@@ -32,6 +33,8 @@ pub struct TlsMaterial {
     /// DER of the server leaf and of each client CA, for the expiry gauges.
     pub server_leaf: Vec<u8>,
     pub client_cas: Vec<Vec<u8>>,
+    /// DER of each client CRL, for the next-update gauge.
+    pub client_crls: Vec<Vec<u8>>,
 }
 
 /// Config-time check of the listener's files, with the config key to blame.
@@ -63,8 +66,8 @@ pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
         )
     })?;
 
-    let (verifier, client_cas) = match &listen.client_ca {
-        None => (None, vec![]),
+    let (verifier, client_cas, client_crls) = match &listen.client_ca {
+        None => (None, vec![], vec![]),
         Some(path) => {
             let cas = read_certs(path).map_err(|m| ("listen.tls.client_ca", m))?;
             let mut roots = RootCertStore::empty();
@@ -73,7 +76,21 @@ pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
                     .add(ca.clone())
                     .map_err(|e| ("listen.tls.client_ca", format!("{}: {e}", path.display())))?;
             }
-            let builder = WebPkiClientVerifier::builder(Arc::new(roots));
+            let roots = Arc::new(roots);
+            let mut crls = Vec::new();
+            for crl_path in &listen.client_crl {
+                crls.extend(read_crls(crl_path, &roots).map_err(|m| ("listen.tls.client_crl", m))?);
+            }
+            let mut builder = WebPkiClientVerifier::builder(roots);
+            if !crls.is_empty() {
+                // Every certificate of the chain below the trust anchor must have its issuer's
+                // CRL here (webpki's default): a certificate whose revocation cannot be known
+                // is refused, not waved through.
+                builder = builder.with_crls(crls.iter().cloned());
+                if listen.client_crl_expired == CrlExpired::Refuse {
+                    builder = builder.enforce_revocation_expiration();
+                }
+            }
             let builder = if listen.require_client_cert {
                 builder
             } else {
@@ -82,7 +99,11 @@ pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
             let v = builder
                 .build()
                 .map_err(|e| ("listen.tls.client_ca", format!("{}: {e}", path.display())))?;
-            (Some(v), cas.iter().map(|c| c.to_vec()).collect())
+            (
+                Some(v),
+                cas.iter().map(|c| c.to_vec()).collect(),
+                crls.iter().map(|c| c.to_vec()).collect(),
+            )
         }
     };
     Ok(TlsMaterial {
@@ -90,7 +111,33 @@ pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
         verifier,
         server_leaf,
         client_cas,
+        client_crls,
     })
+}
+
+/// The CRLs of one file: PEM (`-----BEGIN X509 CRL-----`, one or more) or a single DER CRL,
+/// each checked by building a verifier with it, so a bad one is named by its file here rather
+/// than by the combined verifier later.
+fn read_crls(path: &Path, roots: &Arc<RootCertStore>) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: cannot read ({e})", path.display()))?;
+    let crls: Vec<CertificateRevocationListDer<'static>> = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err(format!(
+            "{}: no CRL in the file (PEM `BEGIN X509 CRL` blocks or one DER CRL)",
+            path.display()
+        ));
+    }
+    WebPkiClientVerifier::builder(roots.clone())
+        .with_crls(crls.iter().cloned())
+        .build()
+        .map_err(|e| format!("{}: not a usable CRL ({e})", path.display()))?;
+    Ok(crls)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -256,6 +303,8 @@ fn refusal_reason(e: &rustls::Error) -> &'static str {
             | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => "bad_signature",
             C::BadEncoding => "bad_encoding",
             C::UnhandledCriticalExtension => "critical_extension",
+            C::UnknownRevocationStatus => "unknown_revocation_status",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
             // webpki 0.103 reports an unknown critical extension as Other, not the variant above.
             _ => "other",
         },
@@ -278,7 +327,9 @@ impl TlsAccept for IdentityCallback {
 }
 
 /// Sets `pushgate_cert_expiry_timestamp_seconds` for the server certificate and each client
-/// CA, and warns about any within [`EXPIRY_WARNING`] of its end.
+/// CA, and warns about any within [`EXPIRY_WARNING`] of its end; sets
+/// `pushgate_crl_next_update_timestamp_seconds` for each client CRL, and warns about any
+/// already past it.
 pub fn publish_expiry(m: &TlsMaterial, metrics: &Metrics) {
     // A CA removed by a reload must not keep its series (and its expiry alert).
     metrics.cert_expiry.reset();
@@ -303,6 +354,37 @@ pub fn publish_expiry(m: &TlsMaterial, metrics: &Metrics) {
             tracing::warn!(cert = %label, days_left = left / 86_400, "certificate expires soon");
         }
     }
+    metrics.crl_next_update.reset();
+    for der in &m.client_crls {
+        let Ok((_, crl)) = x509_parser::parse_x509_crl(der) else {
+            continue;
+        };
+        let issuer = name_cn(crl.issuer());
+        // A CRL without nextUpdate never expires; it gets no series.
+        let Some(next) = crl.next_update().map(|t| t.timestamp()) else {
+            continue;
+        };
+        metrics
+            .crl_next_update
+            .with_label_values(&[issuer.as_str()])
+            .set(next as f64);
+        if next < now {
+            tracing::warn!(
+                target: "pushgate::tls",
+                crl_issuer = %issuer,
+                hours_past = (now - next) / 3600,
+                "client CRL is past its next update: refresh it and reload \
+                 (with client_crl_expired: refuse, certificates it covers are refused)"
+            );
+        }
+    }
+}
+
+fn name_cn(name: &x509_parser::x509::X509Name<'_>) -> String {
+    name.iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| "unnamed".into(), str::to_string)
 }
 
 fn subject_cn(der: &[u8]) -> String {

@@ -108,6 +108,40 @@ async fn read_to_close<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> (St
     }
 }
 
+/// What a raw client saw: the answer, whether the server closed, when the first byte of the
+/// answer came and when the connection closed (from the call).
+struct Seen {
+    answer: String,
+    closed: bool,
+    first_byte: Option<Duration>,
+    took: Duration,
+}
+
+/// [`read_to_close`], timed.
+async fn read_timed<S: AsyncRead + Unpin>(s: &mut S, within: Duration) -> Seen {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut first_byte = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => {
+                first_byte.get_or_insert(started.elapsed());
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+    };
+    Seen {
+        answer: String::from_utf8_lossy(&out).into_owned(),
+        closed,
+        first_byte,
+        took: started.elapsed(),
+    }
+}
+
 /// Sends `bytes` on a fresh connection (writing on while the server reads) and reads the
 /// answer until the server closes.
 async fn exchange(sender: &Sender, bytes: Vec<u8>) -> String {
@@ -173,9 +207,9 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             });
-            let (answer, closed) = read_to_close(&mut rd, Duration::from_secs(8)).await;
+            let seen = read_timed(&mut rd, Duration::from_secs(10)).await;
             writer.abort();
-            (answer, closed, started.elapsed())
+            (seen, started.elapsed())
         }
     };
     // Meanwhile another sender's notifications, one after another.
@@ -193,7 +227,7 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
             slowest
         }
     };
-    let ((h_answer, h_closed, h_took), (b_answer, b_closed, b_took), slowest) =
+    let ((h_answer, h_closed, h_took), (b_seen, b_took), slowest) =
         tokio::join!(trickle(header, sender.clone()), slow_body, others);
 
     assert!(h_closed, "a trickled header must get the connection closed");
@@ -202,11 +236,17 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
         h_took >= Duration::from_millis(900) && h_took < Duration::from_secs(3),
         "closed after the 1s header_timeout, not {h_took:?}"
     );
-    assert!(b_closed, "a trickled body must get the connection closed");
-    assert_eq!(status_of(&b_answer), "HTTP/1.1 408", "{b_answer}");
+    assert!(b_seen.closed, "a trickled body must get the connection closed");
+    assert_eq!(status_of(&b_seen.answer), "HTTP/1.1 408", "{}", b_seen.answer);
+    let answered = b_seen.first_byte.unwrap_or(b_took);
     assert!(
-        b_took >= Duration::from_millis(900) && b_took < Duration::from_secs(3),
-        "408 after the 1s read_timeout, not {b_took:?}"
+        answered >= Duration::from_millis(900) && answered < Duration::from_millis(1500),
+        "408 after the 1s read_timeout, not {answered:?}"
+    );
+    // The lingering close reads the still trickling body for at most LINGER_TIME.
+    assert!(
+        b_took < Duration::from_secs(1) + pushgate::body::LINGER_TIME + Duration::from_secs(1),
+        "closed within the lingering bound, not {b_took:?}"
     );
     assert!(
         slowest < Duration::from_millis(500),
@@ -341,14 +381,19 @@ async fn oversized_and_numerous_headers_and_endless_chunked_bodies_are_refused_e
     }
     wr.write_all(&bytes).await.unwrap();
     wr.flush().await.unwrap();
-    let t = Instant::now();
-    let (answer, closed) = read_to_close(&mut rd, Duration::from_secs(5)).await;
-    assert_eq!(status_of(&answer), "HTTP/1.1 413", "{answer}");
-    assert!(closed, "the rest of the body is not read: the connection is closed");
+    let seen = read_timed(&mut rd, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&seen.answer), "HTTP/1.1 413", "{}", seen.answer);
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        seen.first_byte.is_some_and(|t| t < Duration::from_secs(1)),
         "413 without waiting: {:?}",
-        t.elapsed()
+        seen.first_byte
+    );
+    // What was sent is drained; then nothing more comes, and the lingering close ends.
+    assert!(seen.closed, "the connection is closed once the sender goes quiet");
+    assert!(
+        seen.took < pushgate::body::LINGER_IDLE + Duration::from_secs(1),
+        "closed after LINGER_IDLE of quiet, not {:?}",
+        seen.took
     );
     drop(wr);
 
@@ -358,6 +403,216 @@ async fn oversized_and_numerous_headers_and_endless_chunked_bodies_are_refused_e
         1.0
     );
     s.assert_nothing_taken("oversized").await;
+}
+
+/// Writes all of `bytes` before reading anything (as Python's http.client does), then reads
+/// the answer until the server closes. Panics if the server does not take every byte.
+///
+/// The bytes go out 64 KiB at a time, 2 ms apart, as over a real network: on loopback the
+/// kernel's buffers (autotuned up to 32 MB here) could otherwise swallow the whole body before
+/// the server closes, and an early close would go unnoticed.
+async fn write_all_then_read(sender: &Sender, bytes: &[u8]) -> Seen {
+    let mut tls = sender.tls().await.expect("handshake");
+    let wrote = tokio::time::timeout(Duration::from_secs(10), async {
+        for piece in bytes.chunks(64 * 1024) {
+            tls.write_all(piece).await?;
+            tls.flush().await?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+    assert!(
+        matches!(wrote, Ok(Ok(()))),
+        "the server must take the whole request before closing: {wrote:?}"
+    );
+    read_timed(&mut tls, Duration::from_secs(10)).await
+}
+
+/// Regression test for issue 13 item 3: a 2 MB body written before reading the answer ended
+/// in a reset instead of the 413.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sender_that_writes_2mb_before_reading_gets_the_413() {
+    let s = Setup::new("").await;
+    let sender = s.prod();
+    let big = "x".repeat(2_000_000);
+
+    // Refused from Content-Length, before the body: the body is drained, then the close.
+    let declared = raw_post(&format!("content-length: {}\r\n", big.len()), &big);
+    let seen = write_all_then_read(&sender, declared.as_bytes()).await;
+    assert_eq!(status_of(&seen.answer), "HTTP/1.1 413", "{}", seen.answer);
+    assert!(
+        seen.answer.to_ascii_lowercase().contains("connection: close\r\n"),
+        "{}",
+        seen.answer
+    );
+    assert!(seen.closed, "closed after the answer");
+    assert!(
+        seen.took < Duration::from_secs(2),
+        "closed as soon as the body ended, not after a timeout: {:?}",
+        seen.took
+    );
+
+    // Chunked, refused part-way through the body once past max_body.
+    let mut chunked = raw_post("transfer-encoding: chunked\r\n", "").into_bytes();
+    for _ in 0..(2_000_000 / 8192) {
+        chunked.extend_from_slice(format!("2000\r\n{}\r\n", "y".repeat(8192)).as_bytes());
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let seen = write_all_then_read(&sender, &chunked).await;
+    assert_eq!(status_of(&seen.answer), "HTTP/1.1 413", "{}", seen.answer);
+    assert!(seen.closed && seen.took < Duration::from_secs(2), "{:?}", seen.took);
+
+    let m = s.metrics().await;
+    assert_eq!(
+        metric(&m, r#"pushgate_requests_total{outcome="rejected_size",route="xbs"}"#),
+        2.0
+    );
+    // The gate still serves, and nothing of the refused bodies was taken.
+    s.assert_nothing_taken("2 MB bodies").await;
+    let r = sender.post(PATH, &[], event("AFTER-BIG")).await.unwrap();
+    assert_eq!(r.status, 200);
+    eventually(10, "the acknowledged event reaches the app", || s.app.count() == 1).await;
+    assert_eq!(s.delivered(), ["AFTER-BIG"]);
+}
+
+/// The same exchange through Python's http.client, the client issue 13 saw fail.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_http_client_reads_the_413_of_a_2mb_post() {
+    let probe = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import ssl, http.client")
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: no python3 with ssl and http.client on PATH");
+        return;
+    }
+    let s = Setup::new("").await;
+    let script = r#"
+import http.client, ssl, sys
+port, ca, cert, key, path = sys.argv[1:6]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(cert, key)
+conn = http.client.HTTPSConnection("localhost", int(port), context=ctx, timeout=10)
+conn.request("POST", path, body=b"x" * 2_000_000, headers={"content-type": "application/json"})
+print(conn.getresponse().status)
+"#;
+    let out = tokio::task::spawn_blocking({
+        let args = [
+            s.gate.addr.port().to_string(),
+            s.pki.path("ca.pem").display().to_string(),
+            s.pki.path("xbs-prod.pem").display().to_string(),
+            s.pki.path("xbs-prod.key").display().to_string(),
+            PATH.to_string(),
+        ];
+        move || {
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(script)
+                .args(args)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "413",
+        "python saw: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_nothing_taken("python 2 MB").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_before_the_body_are_readable_by_a_sender_that_writes_first() {
+    let pki = Pki::new();
+    let app = App::start().await;
+    let secret_route = format!(
+        r#"  - name: gw
+    path: /gateway
+    profile: mastercard-gateway
+    secret: {{ header: x-notification-secret, values: ["0123456789abcdef0123456789abcdef"] }}
+    max_body: 4KiB
+    upstream: {{ url: "{url}" }}
+"#,
+        url = app.url("/app/gw"),
+    );
+    let gate = Pushgate::start(&pki, &format!("{}{secret_route}", routes(&app)));
+    let s = Setup { pki, app, gate };
+    // 1 MB: far more than the socket buffers hold, so an early close would reset the writer.
+    let body = "z".repeat(1_000_000);
+    let post = |method: &str, path: &str, fields: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n{fields}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let cases = [
+        ("unknown path", s.prod(), post("POST", "/nope", ""), "404"),
+        ("PUT", s.prod(), post("PUT", PATH, ""), "405"),
+        (
+            "other DN",
+            Sender::new(&s.pki, s.gate.addr, Some("other")),
+            post("POST", PATH, ""),
+            "403",
+        ),
+        (
+            "wrong secret",
+            Sender::new(&s.pki, s.gate.addr, None),
+            post(
+                "POST",
+                "/gateway",
+                "x-notification-secret: 0123456789abcdef0123456789abcdeX\r\n",
+            ),
+            "401",
+        ),
+        // The body is over max_body too, but who may send is checked first.
+        (
+            "no secret, body over max_body",
+            Sender::new(&s.pki, s.gate.addr, None),
+            post("POST", "/gateway", ""),
+            "401",
+        ),
+    ];
+    for (what, sender, request, want) in cases {
+        let seen = write_all_then_read(&sender, request.as_bytes()).await;
+        assert_eq!(
+            status_of(&seen.answer),
+            format!("HTTP/1.1 {want}"),
+            "{what}: {}",
+            seen.answer
+        );
+        assert!(
+            seen.closed && seen.took < Duration::from_secs(2),
+            "{what}: closed once the body is drained, not {:?}",
+            seen.took
+        );
+    }
+    s.assert_nothing_taken("refusals before the body").await;
+}
+
+/// A sender that says `Expect: 100-continue` and is refused waits for nothing: it gets the
+/// answer at once, and the connection closes as soon as it hangs up or after LINGER_IDLE.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_expect_continue_sender_is_not_held() {
+    let s = Setup::new("").await;
+    let mut tls = s.prod().tls().await.unwrap();
+    let head = raw_post("expect: 100-continue\r\ncontent-length: 2000000\r\n", "");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let seen = read_timed(&mut tls, Duration::from_secs(5)).await;
+    assert_eq!(status_of(&seen.answer), "HTTP/1.1 413", "{}", seen.answer);
+    assert!(!seen.answer.contains("HTTP/1.1 100"), "no 100 before a refusal");
+    assert!(seen.first_byte.is_some_and(|t| t < Duration::from_millis(500)));
+    assert!(
+        seen.closed && seen.took < pushgate::body::LINGER_IDLE + Duration::from_secs(1),
+        "{:?}",
+        seen.took
+    );
+    s.assert_nothing_taken("expect-continue refusal").await;
 }
 
 // ---- request smuggling shapes ----------------------------------------------------------------

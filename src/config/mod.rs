@@ -97,6 +97,11 @@ pub struct Listen {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM or DER files) that client certificates are checked
+    /// against in the handshake; none by default. Needs `client_ca`.
+    pub client_crl: Vec<PathBuf>,
+    /// What a CRL past its nextUpdate does (`client_crl_expired`): refuse by default.
+    pub client_crl_expired: CrlExpired,
     /// Refuse the handshake when no client certificate is sent (off by default: secret-only
     /// senders such as the Mastercard Gateway present none).
     pub require_client_cert: bool,
@@ -106,6 +111,22 @@ pub struct Listen {
     pub header_timeout: Duration,
     /// Deadline for each later request header of a kept-alive connection (idle time included).
     pub idle_timeout: Duration,
+}
+
+/// What happens to a client certificate checked against a CRL that is past its nextUpdate.
+///
+/// `refuse` (the default) fails the handshake (counted as `reason="crl_expired"`): a stale
+/// CRL cannot show a revocation made since, so trusting it would let a revoked sender in for
+/// as long as the CRL is not refreshed — the fail-closed answer a payments security review
+/// asks for. The cost is availability if the refresh job breaks, which is why
+/// `pushgate_crl_next_update_timestamp_seconds` is exported and alerted on well before.
+/// `allow` uses the stale CRL anyway (rustls' own default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlExpired {
+    #[default]
+    Refuse,
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +266,10 @@ struct RawListenTls {
     cert: PathBuf,
     key: PathBuf,
     client_ca: Option<PathBuf>,
+    #[serde(default)]
+    client_crl: Vec<PathBuf>,
+    #[serde(default)]
+    client_crl_expired: CrlExpired,
     #[serde(default)]
     require_client_cert: bool,
 }
@@ -415,6 +440,8 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
         cert: base.join(&raw.listen.tls.cert),
         key: base.join(&raw.listen.tls.key),
         client_ca: raw.listen.tls.client_ca.map(|p| base.join(p)),
+        client_crl: raw.listen.tls.client_crl.iter().map(|p| base.join(p)).collect(),
+        client_crl_expired: raw.listen.tls.client_crl_expired,
         require_client_cert: raw.listen.tls.require_client_cert,
         max_connections: raw.listen.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         header_timeout: raw.listen.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |d| d.0),
@@ -430,6 +457,12 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
         return Err(err(
             "listen.tls.require_client_cert",
             "needs listen.tls.client_ca to verify the certificates against".into(),
+        ));
+    }
+    if !listen.client_crl.is_empty() && listen.client_ca.is_none() {
+        return Err(err(
+            "listen.tls.client_crl",
+            "needs listen.tls.client_ca: revocation is checked for certificates verified against it".into(),
         ));
     }
     // Certificates are checked here, not left to the listener, which panics on a bad file.

@@ -51,8 +51,22 @@ impl Pushgate {
         listen: &str,
         body: &str,
     ) -> String {
+        Pushgate::config_tls(pki, addr, admin, data, listen, "", body)
+    }
+
+    /// [`Pushgate::config_with`] with more `listen.tls:` keys (`tls`: lines indented by four
+    /// spaces), e.g. `client_crl`.
+    pub fn config_tls(
+        pki: &Pki,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        data: &std::path::Path,
+        listen: &str,
+        tls: &str,
+        body: &str,
+    ) -> String {
         format!(
-            "listen:\n  addr: \"{addr}\"\n{listen}  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n\
+            "listen:\n  addr: \"{addr}\"\n{listen}  tls:\n    cert: {cert}\n    key: {key}\n    client_ca: {ca}\n{tls}\
              admin:\n  addr: \"{admin}\"\nstorage:\n  path: {data}\nserver:\n  grace_period: 1s\n  graceful_shutdown_timeout: 1s\n{body}",
             cert = pki.path("server.pem").display(),
             key = pki.path("server.key").display(),
@@ -68,22 +82,29 @@ impl Pushgate {
 
     /// [`Pushgate::start`] with more `listen:` keys (see [`Pushgate::config_with`]).
     pub fn start_with(pki: &Pki, listen: &str, body: &str) -> Pushgate {
+        Pushgate::start_tls(pki, listen, "", body)
+    }
+
+    /// [`Pushgate::start`] with more `listen:` and `listen.tls:` keys (see
+    /// [`Pushgate::config_tls`]).
+    pub fn start_tls(pki: &Pki, listen: &str, tls: &str, body: &str) -> Pushgate {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
-        let mut g = Pushgate::start_in_with(pki, &dir, listen, body, free_port(), free_port());
+        let mut g = Pushgate::start_in_with(pki, &dir, listen, tls, body, free_port(), free_port());
         g._tmp = Some(tmp);
         g
     }
 
     /// Starts (or restarts) on given ports in a given directory (so data survives).
     pub fn start_in(pki: &Pki, dir: &std::path::Path, body: &str, port: u16, admin_port: u16) -> Pushgate {
-        Pushgate::start_in_with(pki, dir, "", body, port, admin_port)
+        Pushgate::start_in_with(pki, dir, "", "", body, port, admin_port)
     }
 
     fn start_in_with(
         pki: &Pki,
         dir: &std::path::Path,
         listen: &str,
+        tls: &str,
         body: &str,
         port: u16,
         admin_port: u16,
@@ -91,7 +112,7 @@ impl Pushgate {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
         let config = dir.join("pushgate.yaml");
-        let text = Pushgate::config_with(pki, addr, admin, &dir.join("data"), listen, body);
+        let text = Pushgate::config_tls(pki, addr, admin, &dir.join("data"), listen, tls, body);
         std::fs::write(&config, text).unwrap();
         let mut g = Pushgate {
             child: None,

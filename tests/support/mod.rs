@@ -27,6 +27,25 @@ impl Pki {
     pub fn path(&self, name: &str) -> std::path::PathBuf {
         self.dir.path().join(name)
     }
+
+    /// The development CA of this PKI, to issue more certificates and sign CRLs.
+    pub fn ca(&self) -> pushgate::devcerts::Ca {
+        let key = std::fs::read_to_string(self.path("ca.key")).unwrap();
+        pushgate::devcerts::Ca::from_key_pem(pushgate::devcerts::DEV_CA_NAME, &key).unwrap()
+    }
+
+    /// Issues a client certificate with `subject` from the development CA, written as
+    /// `{name}.pem` and `{name}.key` (so [`Sender::new`] can present it).
+    pub fn issue_client(
+        &self,
+        name: &str,
+        subject: &[(pushgate::devcerts::DnType, &str)],
+    ) -> pushgate::devcerts::Issued {
+        let issued = self.ca().issue_client(subject).unwrap();
+        std::fs::write(self.path(&format!("{name}.pem")), &issued.cert_pem).unwrap();
+        std::fs::write(self.path(&format!("{name}.key")), &issued.key_pem).unwrap();
+        issued
+    }
 }
 
 /// Waits until `f` holds, polling; panics with `what` after `secs`.
