@@ -92,6 +92,7 @@ impl ProxyHttp for Ingest {
             ("accepted", t.new),
             ("duplicate", t.duplicate),
             ("missing_id", t.missing_id),
+            ("conflict", t.conflict),
         ] {
             if n > 0 {
                 m.events.with_label_values(&[route, word]).inc_by(n);

@@ -93,6 +93,13 @@ impl Shared {
         if let Some(n) = self.dedupe.count().await {
             m.dedupe_keys.set(n as i64);
         }
+        if let Some(up) = self.dedupe.backend_up() {
+            m.dedupe_backend_up.set(i64::from(up));
+            m.dedupe_pending_writes.set(self.dedupe.pending_writes() as i64);
+            let dropped = self.dedupe.pending_dropped();
+            m.dedupe_pending_dropped
+                .inc_by(dropped.saturating_sub(m.dedupe_pending_dropped.get()));
+        }
         let Some(Ok(stats)) = self.store.get().map(Spool::stats) else {
             return;
         };
