@@ -118,6 +118,7 @@ impl ProxyHttp for Ingest {
             event_ids = %ids,
             new = t.new,
             duplicate = t.duplicate,
+            conflict = t.conflict,
             client_dn = %client_dn,
             reason = %reason,
             error = error.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),
