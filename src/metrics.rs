@@ -153,7 +153,7 @@ impl Metrics {
                 &registry,
                 IntGauge::new(
                     "pushgate_dedupe_backend_up",
-                    "1 if the shared duplicate memory (Redis) answered its last call, else 0; unset for the memory backend.",
+                    "1 if the shared duplicate memory (Redis) answered its last call, else 0; always 1 for the memory backend.",
                 )
                 .expect("constant metric"),
             ),
