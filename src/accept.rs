@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::dedupe::{ClaimGuard, Key, Slot};
+use crate::dedupe::{ClaimGuard, Key, Slot, Want};
 use crate::forward::{Delivery, SendError};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
+use crate::redact;
 use crate::reply::{Outcome, Reply};
-use crate::route::{AckMode, Route};
+use crate::route::{AckMode, OnConflict, Route};
 use crate::shared::Shared;
 use crate::spool::NewDelivery;
 
@@ -34,14 +35,20 @@ pub struct Notification {
     pub extracted: Extracted,
 }
 
-/// Per-request event counts, for the log line and `pushgate_events_total`.
+/// Per-request event counts, for the log line and `pushgate_events_total`. Each event is
+/// counted once: new (`accepted`), `duplicate` or `conflict` (its id was seen with other
+/// content; delivered, quarantined or dropped as the route's `on_conflict` says).
 #[derive(Debug, Default, Clone)]
 pub struct EventTally {
     pub ids: Vec<String>,
     pub new: u64,
     pub duplicate: u64,
     pub missing_id: u64,
+    pub conflict: u64,
 }
+
+/// Header naming, for each event the app receives, the content its id was first seen with.
+pub const CONFLICT_HEADER: &str = "x-pushgate-conflict";
 
 pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Reply {
     let events = &n.extracted.events;
@@ -53,8 +60,14 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     let Some(spool) = shared.store.within(STORE_WAIT).await else {
         return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
     };
-    let keys: Vec<Key> = events.iter().map(|e| Key::new(&n.route.name, &e.id)).collect();
-    let slots = match shared.dedupe.claim_all(&keys).await {
+    let wants: Vec<Want> = events
+        .iter()
+        .map(|e| Want {
+            key: Key::new(&n.route.name, &e.id),
+            fingerprint: e.fingerprint,
+        })
+        .collect();
+    let slots = match shared.dedupe.claim_all(&wants).await {
         Ok(slots) => slots,
         Err(e) => {
             // Policy `refuse`: nothing is stored unchecked; the sender retries later.
@@ -62,24 +75,40 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(e.to_string());
         }
     };
-    let mut fresh: Vec<&Event> = Vec::new();
-    let mut guards: Vec<ClaimGuard> = Vec::new();
+    // Taken events: delivered (`fresh`, each with the first fingerprint if it conflicts) or
+    // quarantined (`held`, conflicts under `on_conflict: quarantine`).
+    let mut fresh: Vec<(&Event, Option<u64>)> = Vec::new();
+    let mut held: Vec<(&Event, Option<u64>)> = Vec::new();
+    let (mut guards, mut held_guards) = (Vec::new(), Vec::new());
     let mut unchecked = 0u64;
     for (event, slot) in events.iter().zip(slots) {
-        match slot {
-            Slot::New(g) => {
-                fresh.push(event);
-                guards.push(g);
-            }
-            Slot::Unchecked => {
-                fresh.push(event);
-                unchecked += 1;
-            }
-            Slot::Seen => {}
+        let (guard, first) = match slot {
+            Slot::Seen => continue,
+            Slot::New(g) => (g, None),
+            Slot::Conflict { guard, first } => (guard, Some(first)),
+        };
+        if guard.unchecked() {
+            unchecked += 1;
         }
+        if let Some(first) = first {
+            tally.conflict += 1;
+            log_conflict(&n.route, event, first);
+            match n.route.on_conflict {
+                // Released: every arrival of this version is counted and dropped again.
+                OnConflict::Drop => continue,
+                OnConflict::Quarantine => {
+                    held.push((event, Some(first)));
+                    held_guards.push(guard);
+                    continue;
+                }
+                OnConflict::Deliver => {}
+            }
+        }
+        fresh.push((event, first));
+        guards.push(guard);
     }
-    tally.new = fresh.len() as u64;
-    tally.duplicate = events.len() as u64 - tally.new;
+    tally.new = fresh.iter().filter(|(_, first)| first.is_none()).count() as u64;
+    tally.duplicate = events.len() as u64 - tally.new - tally.conflict;
     let mut headers = n.headers;
     if unchecked > 0 {
         // Policy `accept`: better a duplicate the app can drop by X-Pushgate-Event-Id than a
@@ -93,48 +122,76 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     }
 
     let (status, content_type, body) = n.route.profile.answer.render(events);
+    let own_answer = |outcome| Reply::answer(status, outcome, content_type.map(str::to_string), body.clone());
+    if !held.is_empty() {
+        // Quarantined conflicts are safe once stored, whatever happens to the others.
+        let stored = spool
+            .append(new_delivery(
+                &n.route,
+                &n.client_dn,
+                n.received_at_ms,
+                &headers,
+                &held,
+                n.extracted.batch,
+                true,
+            ))
+            .await;
+        if let Err(e) = stored {
+            shared.dedupe.release_all(held_guards);
+            shared.dedupe.release_all(guards);
+            tally.new = 0;
+            tally.conflict = 0;
+            shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
+            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+        }
+        shared.dedupe.commit_all(held_guards);
+    }
     if fresh.is_empty() {
-        return Reply::answer(status, Outcome::Duplicate, content_type.map(str::to_string), body);
+        let outcome = if tally.conflict > 0 {
+            Outcome::Accepted
+        } else {
+            Outcome::Duplicate
+        };
+        return own_answer(outcome);
     }
 
+    let stored = new_delivery(
+        &n.route,
+        &n.client_dn,
+        n.received_at_ms,
+        &headers,
+        &fresh,
+        n.extracted.batch,
+        false,
+    );
     let delivery = Delivery {
-        route: n.route.name.to_string(),
-        event_ids: fresh.iter().map(|e| e.id.to_string()).collect(),
-        client_dn: n.client_dn,
-        received_at_ms: n.received_at_ms,
-        headers,
-        body: app_body(&fresh, n.extracted.batch),
+        route: stored.route.clone(),
+        event_ids: stored.event_ids.clone(),
+        client_dn: stored.client_dn.clone(),
+        received_at_ms: stored.received_at_ms,
+        headers: stored.headers.clone(),
+        body: stored.body.clone(),
     };
 
     match n.route.ack {
         AckMode::Upstream => {
             // A sender whose contract is an answer per event (Ethoca) gets pushgate's answer once
             // the app has taken the events; other senders get the app's own answer.
-            let own = matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_))
-                .then(|| Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body));
+            let own =
+                matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_)).then(|| own_answer(Outcome::Accepted));
             deliver_now(shared, &n.route, &delivery, guards, tally, own).await
         }
         AckMode::Spool => {
-            let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
-            let stored = spool.append(NewDelivery {
-                route: delivery.route.clone(),
-                event_ids: delivery.event_ids.clone(),
-                ordering_key: ordering_key.clone(),
-                received_at_ms: delivery.received_at_ms,
-                client_dn: delivery.client_dn.clone(),
-                headers: delivery.headers.clone(),
-                body: delivery.body.clone(),
-                quarantine_reason: None,
-            });
-            match stored.await {
+            let ordering_key = stored.ordering_key.clone();
+            match spool.append(stored).await {
                 Ok(seq) => {
                     // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
-                    guards.into_iter().for_each(ClaimGuard::commit);
+                    shared.dedupe.commit_all(guards);
                     shared.forwarder().stored(seq, ordering_key, delivery);
-                    Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body)
+                    own_answer(Outcome::Accepted)
                 }
                 Err(e) => {
-                    drop(guards); // nothing marked seen: the sender's retry is taken afresh
+                    shared.dedupe.release_all(guards); // nothing marked seen: the retry is taken afresh
                     tally.new = 0;
                     shared.metrics.storage_errors.with_label_values(&["append"]).inc();
                     Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
@@ -142,6 +199,59 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             }
         }
     }
+}
+
+/// What the spool keeps for taken events: their ids and fingerprints, and a body and headers
+/// the app can be given as they are. Conflicting events are flagged with [`CONFLICT_HEADER`]:
+/// one entry per event, in body order, `first-fingerprint=<16 hex>` or `-`.
+fn new_delivery(
+    route: &Route,
+    client_dn: &Option<String>,
+    received_at_ms: u64,
+    headers: &[(String, String)],
+    taken: &[(&Event, Option<u64>)],
+    batch: bool,
+    quarantined: bool,
+) -> NewDelivery {
+    let mut headers = headers.to_vec();
+    if taken.iter().any(|(_, first)| first.is_some()) {
+        let marks: Vec<String> = taken
+            .iter()
+            .map(|(_, first)| first.map_or("-".into(), |f| format!("first-fingerprint={f:016x}")))
+            .collect();
+        headers.push((CONFLICT_HEADER.into(), marks.join(",")));
+    }
+    let events: Vec<&Event> = taken.iter().map(|(e, _)| *e).collect();
+    NewDelivery {
+        route: route.name.to_string(),
+        event_ids: events.iter().map(|e| e.id.to_string()).collect(),
+        fingerprints: events.iter().map(|e| e.fingerprint).collect(),
+        ordering_key: events.iter().find_map(|e| e.ordering_key.clone()),
+        received_at_ms,
+        client_dn: client_dn.clone(),
+        headers,
+        body: app_body(&events, batch),
+        quarantine_reason: quarantined
+            .then(|| "id conflict: the id was seen before with other content (on_conflict: quarantine)".into()),
+    }
+}
+
+/// A conflict is worth a person's attention: the sender reused an id for other content.
+fn log_conflict(route: &Route, event: &Event, first: u64) {
+    let action = match route.on_conflict {
+        OnConflict::Deliver => "delivered",
+        OnConflict::Quarantine => "quarantined",
+        OnConflict::Drop => "dropped",
+    };
+    tracing::warn!(
+        target: "pushgate::request",
+        route = route.name.as_str(),
+        event_id = %redact::cards(event.id.as_str()),
+        first_fingerprint = %format!("{first:016x}"),
+        fingerprint = %format!("{:016x}", event.fingerprint),
+        action,
+        "an event id was seen before with other content"
+    );
 }
 
 /// Keeps a body an authenticated sender sent that could not be understood, so nothing is
@@ -163,6 +273,7 @@ pub async fn quarantine(
         .append(NewDelivery {
             route: route.name.to_string(),
             event_ids: vec![],
+            fingerprints: vec![],
             ordering_key: None,
             received_at_ms,
             client_dn,
@@ -209,12 +320,12 @@ async fn deliver_now(
     match result {
         Ok(resp) if (200..300).contains(&resp.status) => {
             // Delivered: only now are the ids seen.
-            guards.into_iter().for_each(ClaimGuard::commit);
+            shared.dedupe.commit_all(guards);
             shared.metrics.forward.with_label_values(&[name, "delivered"]).inc();
             own_answer.unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body))
         }
         Ok(resp) => {
-            drop(guards);
+            shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
             let mut reply = Reply::answer(resp.status, Outcome::Unavailable, resp.content_type, resp.body)
@@ -223,7 +334,7 @@ async fn deliver_now(
             reply
         }
         Err(e) => {
-            drop(guards);
+            shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
             let status = if matches!(e, SendError::Timeout(_)) { 504 } else { 502 };

@@ -100,6 +100,7 @@ impl ProxyHttp for Ingest {
             ("accepted", t.new),
             ("duplicate", t.duplicate),
             ("missing_id", t.missing_id),
+            ("conflict", t.conflict),
         ] {
             if n > 0 {
                 m.events.with_label_values(&[route, word]).inc_by(n);
@@ -125,6 +126,7 @@ impl ProxyHttp for Ingest {
             event_ids = %ids,
             new = t.new,
             duplicate = t.duplicate,
+            conflict = t.conflict,
             client_dn = %client_dn,
             reason = %reason,
             error = error.map(|e| e.etype().as_str().to_string()).unwrap_or_default(),

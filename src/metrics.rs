@@ -27,6 +27,9 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub storage_errors: IntCounterVec,
     pub dedupe_unavailable: IntCounterVec,
+    pub dedupe_backend_up: IntGauge,
+    pub dedupe_pending_writes: IntGauge,
+    pub dedupe_pending_dropped: IntCounter,
     pub store_commits: prometheus::IntCounter,
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
@@ -157,6 +160,30 @@ impl Metrics {
                 "pushgate_dedupe_unavailable_total",
                 "Events whose duplicate check could not be made (shared memory unavailable), by policy.",
                 &["policy"],
+            ),
+            dedupe_backend_up: reg(
+                &registry,
+                IntGauge::new(
+                    "pushgate_dedupe_backend_up",
+                    "1 if the shared duplicate memory (Redis) answered its last call, else 0; always 1 for the memory backend.",
+                )
+                .expect("constant metric"),
+            ),
+            dedupe_pending_writes: reg(
+                &registry,
+                IntGauge::new(
+                    "pushgate_dedupe_pending_writes",
+                    "Seen ids taken while Redis was away, waiting to be written to it.",
+                )
+                .expect("constant metric"),
+            ),
+            dedupe_pending_dropped: reg(
+                &registry,
+                IntCounter::new(
+                    "pushgate_dedupe_pending_dropped_total",
+                    "Seen ids never written to Redis because the waiting queue was full.",
+                )
+                .expect("constant metric"),
             ),
             store_commits: reg(
                 &registry,

@@ -51,6 +51,20 @@ pub enum AckMode {
     Upstream,
 }
 
+/// What happens to an event whose id was seen with other content (a conflict). It is never
+/// answered as a duplicate: whatever the choice, it is counted and logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Stored and delivered like a new event, flagged `X-Pushgate-Conflict`.
+    #[default]
+    Deliver,
+    /// Stored quarantined: listed, and delivered only when replayed.
+    Quarantine,
+    /// Answered like the others but neither stored nor delivered.
+    Drop,
+}
+
 /// One configured route, compiled.
 #[derive(Debug)]
 pub struct Route {
@@ -60,6 +74,7 @@ pub struct Route {
     pub profile: Profile,
     pub decrypt_keys: Vec<DecryptKey>,
     pub ack: AckMode,
+    pub on_conflict: OnConflict,
     pub max_body: u64,
     pub read_timeout: Duration,
     pub upstream: Arc<Upstream>,

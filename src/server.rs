@@ -181,12 +181,9 @@ impl StoreOpener {
                 Err(e) => return Err(format!("storage {}: {e}", self.path.display())),
             }
         };
-        // With Redis, the shared memory outlives this process by itself.
-        let remembered = if dedupe.is_shared() {
-            0
-        } else {
-            rebuild_dedupe(dedupe, &spool, self.ttl)?
-        };
+        // With Redis too: the local memory then answers this replica's own retries without
+        // asking Redis, and still knows them if Redis lost its keys.
+        let remembered = rebuild_dedupe(dedupe, &spool, self.ttl)?;
         tracing::info!(path = %self.path.display(), remembered_ids = remembered, "store open");
         Ok(spool)
     }
@@ -228,7 +225,7 @@ impl pingora::services::background::BackgroundService for RedisConnect {
             match self.dedupe.connect_redis(self.options.clone()).await {
                 Ok(()) => {
                     tracing::info!(url = %crate::dedupe::redis::redact_url(&self.options.url), "redis dedupe connected");
-                    return;
+                    break;
                 }
                 Err(e) => tracing::error!(error = %e, "redis dedupe cannot start; retrying in 10s"),
             }
@@ -237,20 +234,28 @@ impl pingora::services::background::BackgroundService for RedisConnect {
                 _ = shutdown.changed() => return,
             }
         }
+        // Notices Redis coming back and writes the seen-marks kept while it was away.
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => self.dedupe.maintain().await,
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 
 /// The duplicate memory outlives a restart: every id accepted within the TTL is remembered
-/// again from the store's journal before the first request is served.
+/// again from the store's journal before the first request is served, with the fingerprint
+/// of its content (oldest first, so a conflicting later version is remembered as a version).
 fn rebuild_dedupe(dedupe: &Dedupe, spool: &Spool, ttl: Duration) -> Result<usize, String> {
     let since = crate::shared::now_ms().saturating_sub(ttl.as_millis() as u64);
     let ids = spool
         .ids_since(since)
         .map_err(|e| format!("storage: cannot read the id journal: {e}"))?;
     let n = ids.len();
-    for (route, id, _) in ids {
-        if let Ok(route) = RouteName::new(&route) {
-            dedupe.remember(Key::new(&route, &EventId::new(&id)));
+    for seen in ids {
+        if let Ok(route) = RouteName::new(&seen.route) {
+            dedupe.remember(Key::new(&route, &EventId::new(&seen.id)), seen.fingerprint);
         }
     }
     Ok(n)

@@ -93,6 +93,15 @@ impl Shared {
         if let Some(n) = self.dedupe.count().await {
             m.dedupe_keys.set(n as i64);
         }
+        // The memory backend is always there.
+        m.dedupe_backend_up
+            .set(i64::from(self.dedupe.backend_up().unwrap_or(true)));
+        if self.dedupe.backend_up().is_some() {
+            m.dedupe_pending_writes.set(self.dedupe.pending_writes() as i64);
+            let dropped = self.dedupe.pending_dropped();
+            m.dedupe_pending_dropped
+                .inc_by(dropped.saturating_sub(m.dedupe_pending_dropped.get()));
+        }
         let Some(Ok(stats)) = self.store.get().map(Spool::stats) else {
             return;
         };

@@ -54,6 +54,18 @@ fn the_valid_config_passes_and_prints_its_routes() {
 }
 
 #[test]
+fn each_on_conflict_choice_passes() {
+    let pki = Pki::new();
+    for choice in ["deliver", "quarantine", "drop"] {
+        let text = config(&pki, |s| {
+            s.replace("    upstream:", &format!("    on_conflict: {choice}\n    upstream:"))
+        });
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, Some(0), "{choice}: {stderr}");
+    }
+}
+
+#[test]
 fn each_broken_config_gets_its_own_message() {
     let pki = Pki::new();
     let key = pki.path("server.key").display().to_string();
@@ -136,6 +148,12 @@ fn each_broken_config_gets_its_own_message() {
             Box::new(|s| format!("admin: {{ addr: \"0.0.0.0:9900\" }}\n{s}")),
             "admin.token",
             "bearer token",
+        ),
+        (
+            "an on_conflict that is not a choice",
+            Box::new(|s| s.replace("    upstream:", "    on_conflict: ignore\n    upstream:")),
+            "routes[0].on_conflict",
+            "unknown variant `ignore`",
         ),
         (
             "a bad listen address",

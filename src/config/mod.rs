@@ -341,6 +341,8 @@ struct RawRoute {
     decrypt: Option<RawDecrypt>,
     #[serde(default)]
     ack: AckMode,
+    #[serde(default)]
+    on_conflict: crate::route::OnConflict,
     max_body: Option<Size>,
     read_timeout: Option<Dur>,
     #[serde(default)]
@@ -720,6 +722,7 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         profile,
         decrypt_keys,
         ack: r.ack,
+        on_conflict: r.on_conflict,
         max_body,
         read_timeout: r.read_timeout.map_or(DEFAULT_READ_TIMEOUT, |d| d.0),
         upstream: std::sync::Arc::new(upstream),

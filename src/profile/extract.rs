@@ -50,6 +50,17 @@ pub struct Event {
     /// The event's original bytes: the whole body, or its element of the batch.
     pub bytes: Bytes,
     pub ordering_key: Option<String>,
+    /// What the event says, reduced to 64 bits ([`fingerprint`]): a later event with the same id
+    /// but another fingerprint is a different event, not a retry.
+    pub fingerprint: u64,
+}
+
+/// The first 8 bytes (big-endian) of SHA-256 of an event's bytes.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    let d = Sha256::digest(bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first)
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +169,7 @@ fn single(body: Bytes, id: Option<EventId>, ordering_key: Option<String>) -> Ext
         events: vec![Event {
             id,
             id_source,
+            fingerprint: fingerprint(&body),
             bytes: body,
             ordering_key,
         }],
@@ -191,6 +203,7 @@ fn batch(spec: &EventSpec, body: &Bytes, text: &str, pointer: &str) -> Result<Ex
         events.push(Event {
             id,
             id_source,
+            fingerprint: fingerprint(&bytes),
             bytes,
             ordering_key,
         });

@@ -11,7 +11,7 @@ mod extract;
 use serde::Deserialize;
 
 pub use answer::{Answer, AnswerBody, AnswerOverrides, PerEvent};
-pub use extract::{extract, BodyError, Event, EventId, Extracted, IdSource};
+pub use extract::{extract, fingerprint, BodyError, Event, EventId, Extracted, IdSource};
 
 /// How a body is parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

@@ -17,7 +17,7 @@ mod store;
 mod writer;
 
 pub use error::StorageError;
-pub use model::{ListQuery, Meta, NewDelivery, Page, RouteStats, Seq, SpoolOptions, State, Stats};
+pub use model::{ListQuery, Meta, NewDelivery, Page, RouteStats, SeenId, Seq, SpoolOptions, State, Stats};
 pub use store::{Spool, FILE_NAME};
 
 #[cfg(test)]

@@ -40,6 +40,8 @@ impl State {
 pub struct NewDelivery {
     pub route: String,
     pub event_ids: Vec<String>,
+    /// The events' fingerprints, parallel to `event_ids` (empty for a quarantined body).
+    pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
     pub received_at_ms: u64,
     pub client_dn: Option<String>,
@@ -55,6 +57,9 @@ pub struct Meta {
     pub seq: Seq,
     pub route: String,
     pub event_ids: Vec<String>,
+    /// Parallel to `event_ids`; empty in records written before fingerprints were kept.
+    #[serde(default)]
+    pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
     pub received_at_ms: u64,
     pub client_dn: Option<String>,
@@ -68,6 +73,16 @@ pub struct Meta {
     pub body_len: u64,
     /// Kept after a replay, as a record of why the body was held back.
     pub quarantine_reason: Option<String>,
+}
+
+/// One accepted id, as the duplicate memory is rebuilt from it at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenId {
+    pub route: String,
+    pub id: String,
+    /// 0 when the record predates fingerprints (then any content counts as the same event).
+    pub fingerprint: u64,
+    pub received_at_ms: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -79,6 +79,7 @@ pub(crate) fn append(t: &mut Tables, next_seq: &mut Seq, d: NewDelivery, now: u6
         seq,
         route: d.route,
         event_ids: d.event_ids,
+        fingerprints: d.fingerprints,
         ordering_key: d.ordering_key,
         received_at_ms: d.received_at_ms,
         client_dn: d.client_dn,

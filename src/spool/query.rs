@@ -4,7 +4,7 @@
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable};
 
 use super::error::StorageError;
-use super::model::{ListQuery, Meta, Page, Seq, State, Stats};
+use super::model::{ListQuery, Meta, Page, SeenId, Seq, State, Stats};
 use super::schema::{decode_meta, BODY, BY_ROUTE, BY_STATE, COUNTERS, IDS, META};
 
 pub(crate) fn meta(txn: &ReadTransaction, seq: Seq) -> Result<Option<Meta>, StorageError> {
@@ -37,13 +37,35 @@ pub(crate) fn pending(
     metas(txn, &seqs)
 }
 
-pub(crate) fn ids_since(txn: &ReadTransaction, since_ms: u64) -> Result<Vec<(String, String, u64)>, StorageError> {
+/// Every id accepted since `since_ms`, with its fingerprint (read from its record's meta; the
+/// last record read is kept, since a delivery's ids are mostly adjacent in the index).
+pub(crate) fn ids_since(txn: &ReadTransaction, since_ms: u64) -> Result<Vec<SeenId>, StorageError> {
     let table = txn.open_table(IDS)?;
+    let metas = txn.open_table(META)?;
+    let mut last: Option<Meta> = None;
     let mut out = Vec::new();
     for row in table.range((since_ms, "", "", 0)..)? {
         let (key, _) = row?;
-        let (received_at_ms, route, id, _) = key.value();
-        out.push((route.to_owned(), id.to_owned(), received_at_ms));
+        let (received_at_ms, route, id, seq) = key.value();
+        if last.as_ref().is_none_or(|m| m.seq != seq) {
+            last = match metas.get(seq)? {
+                Some(raw) => Some(decode_meta(seq, raw.value())?),
+                None => None,
+            };
+        }
+        let fingerprint = last
+            .as_ref()
+            .and_then(|m| {
+                let i = m.event_ids.iter().position(|e| e == id)?;
+                m.fingerprints.get(i).copied()
+            })
+            .unwrap_or(0);
+        out.push(SeenId {
+            route: route.to_owned(),
+            id: id.to_owned(),
+            fingerprint,
+            received_at_ms,
+        });
     }
     Ok(out)
 }

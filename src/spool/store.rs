@@ -10,7 +10,7 @@ use redb::{Builder, ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::error::StorageError;
-use super::model::{ListQuery, Meta, NewDelivery, Page, Seq, SpoolOptions, State, Stats};
+use super::model::{ListQuery, Meta, NewDelivery, Page, SeenId, Seq, SpoolOptions, State, Stats};
 use super::ops::{Change, Chunk};
 use super::query;
 use super::writer::{open_db, Cmd, Opener, Reply, Shared, Writer};
@@ -232,9 +232,9 @@ impl Spool {
         self.read(|txn| query::list(txn, q))
     }
 
-    /// `(route, id, received_at_ms)` of every stored event received at or after `since_ms`
+    /// Route, id, fingerprint and arrival of every stored event received at or after `since_ms`
     /// (all states; purged and compacted events are gone), oldest first.
-    pub fn ids_since(&self, since_ms: u64) -> Result<Vec<(String, String, u64)>, StorageError> {
+    pub fn ids_since(&self, since_ms: u64) -> Result<Vec<SeenId>, StorageError> {
         self.read(|txn| query::ids_since(txn, since_ms))
     }
 

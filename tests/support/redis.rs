@@ -6,13 +6,28 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     pub port: u16,
     child: Option<Child>,
+    /// Its working directory; with `durable`, the append-only file survives a SIGKILL.
+    dir: tempfile::TempDir,
+    durable: bool,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_as(false)
+    }
+
+    /// Every write fsync'd to an append-only file before it is answered, as a Redis holding
+    /// a duplicate memory should be run: a SIGKILL loses nothing.
+    pub fn start_durable() -> Redis {
+        Redis::start_as(true)
+    }
+
+    fn start_as(durable: bool) -> Redis {
         let mut r = Redis {
             port: super::free_port(),
             child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            durable,
         };
         r.spawn();
         r
@@ -28,8 +43,12 @@ impl Redis {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.durable { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,7 +73,7 @@ impl Redis {
         }
     }
 
-    /// Starts again on the same port (empty: nothing was saved).
+    /// Starts again on the same port (empty unless `durable`).
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();

@@ -138,7 +138,7 @@ async fn writer_survives_a_full_disk_and_recovers_without_restart() {
     for &seq in &acked {
         assert!(spool.meta(seq).unwrap().is_some(), "acknowledged {seq} kept");
     }
-    let ids: Vec<String> = spool.ids_since(0).unwrap().into_iter().map(|(_, id, _)| id).collect();
+    let ids: Vec<String> = spool.ids_since(0).unwrap().into_iter().map(|s| s.id).collect();
     assert!(ids.contains(&"after".to_string()));
     spool.close().await;
 

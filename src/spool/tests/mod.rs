@@ -27,6 +27,7 @@ pub(super) fn delivery(route: &str, ids: &[&str], received_at_ms: u64) -> NewDel
     NewDelivery {
         route: route.to_owned(),
         event_ids: ids.iter().map(|s| s.to_string()).collect(),
+        fingerprints: (1..=ids.len() as u64).map(|i| i * 0x1111).collect(),
         ordering_key: Some("order-1".into()),
         received_at_ms,
         client_dn: Some("CN=test".into()),
