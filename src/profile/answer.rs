@@ -175,6 +175,7 @@ mod tests {
             id_source,
             bytes: Bytes::new(),
             ordering_key: None,
+            fingerprint: 0,
         }
     }
 
