@@ -1,6 +1,7 @@
 //! Each sender profile against the real binary: the documented shapes (examples/samples) are
 //! understood and reach the app byte for byte, duplicates inside and across requests are
-//! dropped, Cross-Border JWEs are decrypted before dedupe, and each sender gets its answer.
+//! dropped, Cross-Border JWEs are decrypted before dedupe, Cross-Border XML is read, ambiguous
+//! bodies are refused and quarantined, and each sender gets its answer.
 //! Routes say `ack: upstream`; what the app receives and what the sender is answered for
 //! duplicates is the same with `ack: spool`.
 
@@ -9,7 +10,7 @@ mod support;
 use support::samples::{
     envelope, jwe_keys, raw_elements, sample, seal, tamper_tag, Enc, MC_A128GCM, MC_A256GCM, MC_KEY_PATH,
 };
-use support::{App, Pki, Pushgate, Received, Sender};
+use support::{admin, App, Pki, Pushgate, Received, Sender};
 
 const PROD_DN: &str = "CN=CrossborderServicesNotification-prod.mastercard.com, OU=admin, O=MasterCard International Incorporated, L=O'Fallon, ST=Missouri, C=US";
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -112,6 +113,19 @@ impl Setup {
 
     fn received(&self, app_path: &str) -> Vec<Received> {
         self.app.received().into_iter().filter(|r| r.path == app_path).collect()
+    }
+
+    /// How many bodies the route has quarantined (the admin API's count).
+    async fn quarantined(&self, route: &str) -> u64 {
+        let (status, page) = admin(
+            self.gate.admin,
+            "GET",
+            &format!("/api/events?route={route}&state=quarantined"),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+        page["total"].as_u64().unwrap()
     }
 }
 
@@ -309,10 +323,10 @@ async fn cen_batch_elements_reach_the_app_as_written() {
         array_of(&refs).as_bytes(),
         "each element's bytes preserved"
     );
+    // Every CEN notification is keyed by its content (docs/profiles.md), the token one too.
     let ids = event_ids(&got[0]);
     assert_eq!(ids.len(), 3);
-    assert!(ids[0].starts_with("sha256:") && ids[1].starts_with("sha256:"));
-    assert_eq!(ids[2], "c0ffee00-5a3e-4d6b-9f21-000000000001");
+    assert!(ids.iter().all(|id| id.starts_with("sha256:")), "{ids:?}");
 }
 
 /// Re-pushed CEN notifications differ only in `pushStatus` (and maybe layout); they are
@@ -322,26 +336,50 @@ async fn cen_duplicates_inside_and_across_batches() {
     let s = Setup::new().await;
     let elements = raw_elements(&sample("cen-batch.json"));
     let (auth, clearing, token) = (&elements[0], &elements[1], &elements[2]);
-    let mut auth_again: serde_json::Value = serde_json::from_str(auth).unwrap();
-    auth_again["pushStatus"] = "DELIVERED".into();
-    let auth_again = serde_json::to_string(&auth_again).unwrap();
-    let mut token_again: serde_json::Value = serde_json::from_str(token).unwrap();
-    token_again["createdTimestamp"] = "2025-01-21T08:30:05.000Z".into();
-    let token_again = serde_json::to_string(&token_again).unwrap();
+    let repushed = |element: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(element).unwrap();
+        v["pushStatus"] = "DELIVERED".into();
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    let (auth_again, token_again) = (repushed(auth), repushed(token));
 
     // One batch holding one notification twice.
     s.ok(CEN, &[], array_of(&[auth, &auth_again, clearing])).await;
-    // A later batch: a repeat, another copy of the token event (same idempotencyKey), a new one.
+    // A later batch: a repeat, a new one, and that one re-pushed in the same batch.
     s.ok(CEN, &[], array_of(&[clearing, token, &token_again])).await;
     // All seen: 200, no body, nothing forwarded.
-    let (status, ct, body) = s.post(CEN, &[], array_of(&[&auth_again, token, clearing])).await;
+    let (status, ct, body) = s.post(CEN, &[], array_of(&[&auth_again, &token_again, clearing])).await;
     assert_eq!((status, ct.as_str(), body.as_str()), (200, "", ""));
 
     let got = s.received("/app/cen");
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, array_of(&[auth, clearing]).as_bytes());
     assert_eq!(got[1].body, array_of(&[token]).as_bytes());
-    assert_eq!(event_ids(&got[1]), ["c0ffee00-5a3e-4d6b-9f21-000000000001"]);
+}
+
+/// `idempotencyKey` names the request that caused a token event, and one request causes
+/// several notifications (the CEN OpenAPI's TOKEN_PROVISIONING_EVENT and TOKEN_LIFECYCLE_EVENT
+/// examples share one): two notifications with one key both reach the app. And a
+/// notification created at another time is another notification (`createdTimestamp` is the
+/// notification's creation, which a re-push keeps).
+#[tokio::test(flavor = "multi_thread")]
+async fn cen_notifications_sharing_an_idempotency_key_all_reach_the_app() {
+    let s = Setup::new().await;
+    let token = raw_elements(&sample("cen-batch.json")).remove(2);
+    let mut provisioning: serde_json::Value = serde_json::from_str(&token).unwrap();
+    assert!(provisioning["idempotencyKey"].is_string());
+    assert_eq!(provisioning["subject"], "TOKEN_LIFECYCLE_EVENT");
+    provisioning["subject"] = "TOKEN_PROVISIONING_EVENT".into();
+    let provisioning = provisioning.to_string();
+    let mut later: serde_json::Value = serde_json::from_str(&token).unwrap();
+    later["createdTimestamp"] = "2025-01-21T08:30:05.000Z".into();
+    let later = later.to_string();
+    s.ok(CEN, &[], array_of(&[&token, &provisioning])).await;
+    s.ok(CEN, &[], array_of(&[&later, &token])).await;
+    let got = s.received("/app/cen");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, array_of(&[&token, &provisioning]).as_bytes());
+    assert_eq!(got[1].body, array_of(&[&later]).as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -515,4 +553,148 @@ async fn ethoca_mixed_push_is_acknowledged_alert_by_alert_with_spool() {
         serde_json::from_str::<serde_json::Value>(&answer).unwrap(),
         ack(&["A0SAMPLE0000000000000001Z", "A0SAMPLE0000000000000002Z"])
     );
+}
+
+// ---- Ambiguous bodies ------------------------------------------------------------------------
+
+/// A body whose id member is written twice (`eventRef` then `event\u0052ef`, which unescapes
+/// to the same name) reads as two different events to parsers keeping the first and the last
+/// value: it is refused with 400, quarantined as received, and nothing reaches the app; the
+/// unambiguous event sent afterwards is new. Likewise a repeated member inside a CEN element
+/// (keyed by its content) and an Ethoca alert with `alertId` twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_with_a_member_twice_are_refused_and_quarantined() {
+    let s = Setup::with_ack("spool").await;
+    let xbs_a = status_change("ref_amb_A");
+    let cen = raw_elements(&sample("cen-batch.json"));
+    let cases: [(&str, &str, String); 6] = [
+        (
+            "xbs",
+            XBS,
+            r#"{"eventRef":"ref_amb_A","eventType":"STATUS_CHG","eventRef":"ref_amb_B"}"#.into(),
+        ),
+        (
+            "xbs",
+            XBS,
+            r#"{"eventRef":"ref_amb_A","eventType":"STATUS_CHG","event\u0052ef":"ref_amb_B"}"#.into(),
+        ),
+        (
+            "cen",
+            CEN,
+            format!(r#"[{},{{"subject":"CLEARING","subject":"PAYMENT_UPDATE"}}]"#, cen[0]),
+        ),
+        (
+            "cen",
+            CEN,
+            r#"[{"subject":"CLEARING","subj\u0065ct":"PAYMENT_UPDATE"}]"#.into(),
+        ),
+        (
+            "ethoca",
+            ETHOCA,
+            r#"{"alerts":[{"alertId":"A0AMBIGUOUS0000000000001Z","alertId":"A0AMBIGUOUS0000000000002Z"}]}"#.into(),
+        ),
+        (
+            "ethoca",
+            ETHOCA,
+            r#"{"alerts":[{"alertId":"A0AMBIGUOUS0000000000001Z","alert\u0049d":"A0AMBIGUOUS0000000000002Z"}]}"#.into(),
+        ),
+    ];
+    let mut quarantined = std::collections::HashMap::new();
+    for (route, path, body) in &cases {
+        let (status, _, answer) = s.post(path, &[], body.clone()).await;
+        assert_eq!((status, answer.as_str()), (400, ""), "{body}");
+        *quarantined.entry(*route).or_insert(0u64) += 1;
+    }
+    for (route, n) in quarantined {
+        assert_eq!(s.quarantined(route).await, n, "{route}");
+    }
+    // The quarantined bodies are kept byte for byte.
+    let (_, page) = admin(s.gate.admin, "GET", "/api/events?route=xbs&state=quarantined").await;
+    assert!(page.contains("\"seq\""), "{page}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.app.count(), 0, "nothing ambiguous is forwarded");
+    // Nothing was remembered: the unambiguous events are new.
+    s.ok(XBS, &[], xbs_a.clone()).await;
+    s.ok(CEN, &[], array_of(&[&cen[0]])).await;
+    s.ok(ETHOCA, &[], alerts(&[&alert("A0AMBIGUOUS0000000000001Z")])).await;
+    support::eventually(10, "the three unambiguous events", || s.app.count() == 3).await;
+    assert!(s.gate.logs().contains("ambiguous body"), "the reason is logged");
+}
+
+// ---- Cross-Border XML ------------------------------------------------------------------------
+
+/// Shaped like the carded-rate push's published XML form (values made up): no event_ref, and
+/// two `<rates>` elements with no root around them, as published.
+const CARDED_RATE_XML: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<rates>
+    <account_type>BANK</account_type>
+    <partner_id>DEMO_PARTNER_1</partner_id>
+    <from_currency_code>USD</from_currency_code>
+    <to_currency_code>EUR</to_currency_code>
+    <tiers>
+        <rate_id>rate_sample_0001</rate_id>
+        <ask_rate/>
+        <bid_rate>0.912345</bid_rate>
+    </tiers>
+</rates>
+<rates>
+    <account_type>BANK</account_type>
+    <partner_id>DEMO_PARTNER_1</partner_id>
+    <from_currency_code>USD</from_currency_code>
+    <to_currency_code>GBP</to_currency_code>
+    <tiers>
+        <rate_id>rate_sample_0002</rate_id>
+        <ask_rate/>
+        <bid_rate>0.787654</bid_rate>
+    </tiers>
+</rates>
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xbs_xml_bodies_are_keyed_and_forwarded_byte_for_byte() {
+    let s = Setup::new().await;
+    let xml = ("content-type", "application/xml");
+    let with_ref = r#"<statusChange><eventRef>ref_xml_1</eventRef><eventType>STATUS_CHG</eventType>
+  <requestStatus><requestHistory><eventRef>ref_nested</eventRef></requestHistory></requestStatus>
+  <note>a &amp; b &#x263A;</note></statusChange>"#;
+    s.ok(XBS, &[xml], CARDED_RATE_XML).await;
+    s.ok(XBS, &[xml], with_ref).await;
+    // Re-sends are duplicates: the same bytes, and the same eventRef in JSON.
+    s.ok(XBS, &[xml], CARDED_RATE_XML).await;
+    s.ok(XBS, &[], status_change("ref_xml_1")).await;
+    let got = s.received("/app/xbs");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].body, CARDED_RATE_XML.as_bytes());
+    assert_eq!(got[1].body, with_ref.as_bytes());
+    for r in &got {
+        assert_eq!(r.header("content-type"), Some("application/xml"));
+    }
+    let hashed = got[0].header("x-pushgate-event-id").unwrap();
+    assert!(
+        hashed.starts_with("sha256:"),
+        "no event_ref: keyed by the bytes' hash, {hashed}"
+    );
+    assert_eq!(got[1].header("x-pushgate-event-id"), Some("ref_xml_1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xml_with_a_dtd_an_entity_or_a_repeated_id_is_refused_and_quarantined() {
+    let s = Setup::with_ack("spool").await;
+    let xml = ("content-type", "application/xml");
+    let bodies = [
+        r#"<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x "ref_x">]><r><eventRef>&x;</eventRef></r>"#,
+        r#"<!DOCTYPE r SYSTEM "file:///etc/passwd"><r><eventRef>ref_dtd</eventRef></r>"#,
+        r#"<r><eventRef>&x;</eventRef></r>"#,
+        r#"<r><eventRef>ref_a</eventRef><eventRef>ref_b</eventRef></r>"#,
+        r#"<r><eventRef>ref_a</eventRef><x:eventRef xmlns:x="urn:x">ref_b</x:eventRef></r>"#,
+        r#"<r><eventRef>ref_a</eventRef>"#,
+    ];
+    for body in bodies {
+        let (status, _, answer) = s.post(XBS, &[xml], body).await;
+        assert_eq!((status, answer.as_str()), (400, ""), "{body}");
+    }
+    assert_eq!(s.quarantined("xbs").await, bodies.len() as u64);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(s.app.count(), 0);
+    assert!(!s.gate.logs().contains("passwd"), "the body is not logged");
 }
