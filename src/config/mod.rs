@@ -321,6 +321,15 @@ struct RawRoute {
     #[serde(default)]
     allow_unauthenticated: bool,
     upstream: RawUpstream,
+    sign: Option<RawSign>,
+}
+
+/// `sign:` — Standard Webhooks signing of what the app receives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSign {
+    /// `whsec_<base64>` secrets (inline, `env:NAME` or `file:PATH`); each gives a signature.
+    secrets: Vec<String>,
 }
 
 fn default_profile() -> String {
@@ -667,13 +676,28 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         }
     }
 
-    let upstream = Upstream::parse(
+    let mut upstream = Upstream::parse(
         &r.upstream.url,
         r.upstream.timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
         r.upstream.max_age.map_or(DEFAULT_MAX_AGE, |d| d.0),
         r.upstream.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
     )
     .map_err(|m| err(&key("upstream.url"), m))?;
+    if let Some(sign) = r.sign {
+        let mut secrets = Vec::with_capacity(sign.secrets.len());
+        for (j, v) in sign.secrets.iter().enumerate() {
+            secrets.push(resolve_secret(v, base).map_err(|m| err(&key(&format!("sign.secrets[{j}]")), m))?);
+        }
+        let signer = crate::forward::Signer::new(secrets.iter().map(Secret::expose)).map_err(|(j, m)| {
+            let k = if secrets.is_empty() {
+                key("sign.secrets")
+            } else {
+                key(&format!("sign.secrets[{j}]"))
+            };
+            err(&k, m)
+        })?;
+        upstream.sign = Some(std::sync::Arc::new(signer));
+    }
 
     let max_body = r.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0);
     if max_body == 0 {
