@@ -97,6 +97,26 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         return Reply::answer(status, Outcome::Duplicate, content_type.map(str::to_string), body);
     }
 
+    // The out-of-date status guard (src/stale.rs): a status older than one already accepted for
+    // its transaction is flagged, or held when the route says `on_stale: quarantine`.
+    let stale = match shared.stale.judge(spool, &n.route, &fresh).await {
+        Ok(v) => v,
+        Err(e) => {
+            drop(guards);
+            tally.new = 0;
+            shared.metrics.storage_errors.with_label_values(&["stale"]).inc();
+            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+        }
+    };
+    let hold = stale.stale
+        && n.route
+            .stale
+            .as_ref()
+            .is_some_and(|g| g.on_stale == crate::stale::OnStale::Quarantine);
+    if stale.stale {
+        headers.push((crate::stale::HEADER.into(), "true".into()));
+    }
+
     let delivery = Delivery {
         route: n.route.name.to_string(),
         event_ids: fresh.iter().map(|e| e.id.to_string()).collect(),
@@ -106,13 +126,18 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         body: app_body(&fresh, n.extracted.batch),
     };
 
-    match n.route.ack {
+    // A held status is stored quarantined, whatever the route's ack: the sender gets its 200.
+    match if hold { AckMode::Spool } else { n.route.ack } {
         AckMode::Upstream => {
             // A sender whose contract is an answer per event (Ethoca) gets pushgate's answer once
             // the app has taken the events; other senders get the app's own answer.
             let own = matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_))
                 .then(|| Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body));
-            deliver_now(shared, &n.route, &delivery, guards, tally, own).await
+            let reply = deliver_now(shared, &n.route, &delivery, guards, tally, own).await;
+            if reply.outcome == Outcome::Accepted {
+                shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
+            }
+            reply
         }
         AckMode::Spool => {
             let ordering_key = fresh.iter().find_map(|e| e.ordering_key.clone());
@@ -124,13 +149,16 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
                 client_dn: delivery.client_dn.clone(),
                 headers: delivery.headers.clone(),
                 body: delivery.body.clone(),
-                quarantine_reason: None,
+                quarantine_reason: hold.then(|| "stale: a newer status of this transaction was accepted".into()),
             });
             match stored.await {
                 Ok(seq) => {
                     // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
                     guards.into_iter().for_each(ClaimGuard::commit);
-                    shared.forwarder().stored(seq, ordering_key, delivery);
+                    shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
+                    if !hold {
+                        shared.forwarder().stored(seq, ordering_key, delivery);
+                    }
                     Reply::answer(status, Outcome::Accepted, content_type.map(str::to_string), body)
                 }
                 Err(e) => {

@@ -322,6 +322,24 @@ struct RawRoute {
     allow_unauthenticated: bool,
     upstream: RawUpstream,
     sign: Option<RawSign>,
+    /// Pointers to an event's status times (the out-of-date guard); `*` = every array element.
+    #[serde(default, deserialize_with = "one_or_many")]
+    status_timestamp: Option<Vec<String>>,
+    #[serde(default)]
+    on_stale: crate::stale::OnStale,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 /// `sign:` — Standard Webhooks signing of what the app receives.
@@ -657,6 +675,14 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
     }
 
     let profile = Profile::build(&r.profile, r.events, r.answer).map_err(|m| err(&key("profile"), m))?;
+    let stale = crate::stale::Guard::build(profile.name, r.status_timestamp, r.on_stale)
+        .map_err(|m| err(&key("status_timestamp"), m))?;
+    if stale.is_some() && profile.spec.ordering_key.is_empty() {
+        return Err(err(
+            &key("status_timestamp"),
+            "the out-of-date guard compares events of one ordering key: set events.ordering_key".into(),
+        ));
+    }
     if profile.requires_secret() && auth.secret().is_none() {
         return Err(err(
             &key("secret"),
@@ -714,6 +740,7 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         max_body,
         read_timeout: r.read_timeout.map_or(DEFAULT_READ_TIMEOUT, |d| d.0),
         upstream: std::sync::Arc::new(upstream),
+        stale,
     })
 }
 
