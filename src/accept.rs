@@ -155,7 +155,28 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         return own_answer(outcome);
     }
 
-    let stored = new_delivery(
+    // The out-of-date status guard (src/stale.rs): a status older than one already accepted for
+    // its transaction is flagged, or held when the route says `on_stale: quarantine`.
+    let fresh_events: Vec<&Event> = fresh.iter().map(|(e, _)| *e).collect();
+    let stale = match shared.stale.judge(spool, &n.route, &fresh_events).await {
+        Ok(v) => v,
+        Err(e) => {
+            shared.dedupe.release_all(guards);
+            tally.new = 0;
+            shared.metrics.storage_errors.with_label_values(&["stale"]).inc();
+            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+        }
+    };
+    let hold = stale.stale
+        && n.route
+            .stale
+            .as_ref()
+            .is_some_and(|g| g.on_stale == crate::stale::OnStale::Quarantine);
+    if stale.stale {
+        headers.push((crate::stale::HEADER.into(), "true".into()));
+    }
+
+    let mut stored = new_delivery(
         &n.route,
         &n.client_dn,
         n.received_at_ms,
@@ -164,6 +185,9 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         n.extracted.batch,
         false,
     );
+    if hold {
+        stored.quarantine_reason = Some("stale: a newer status of this transaction was accepted".into());
+    }
     let delivery = Delivery {
         route: stored.route.clone(),
         event_ids: stored.event_ids.clone(),
@@ -173,13 +197,18 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         body: stored.body.clone(),
     };
 
-    match n.route.ack {
+    // A held status is stored quarantined, whatever the route's ack: the sender gets its 200.
+    match if hold { AckMode::Spool } else { n.route.ack } {
         AckMode::Upstream => {
             // A sender whose contract is an answer per event (Ethoca) gets pushgate's answer once
             // the app has taken the events; other senders get the app's own answer.
             let own =
                 matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_)).then(|| own_answer(Outcome::Accepted));
-            deliver_now(shared, &n.route, &delivery, guards, tally, own).await
+            let reply = deliver_now(shared, &n.route, &delivery, guards, tally, own).await;
+            if reply.outcome == Outcome::Accepted {
+                shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
+            }
+            reply
         }
         AckMode::Spool => {
             let ordering_key = stored.ordering_key.clone();
@@ -187,7 +216,10 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
                 Ok(seq) => {
                     // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
                     shared.dedupe.commit_all(guards);
-                    shared.forwarder().stored(seq, ordering_key, delivery);
+                    shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
+                    if !hold {
+                        shared.forwarder().stored(seq, ordering_key, delivery);
+                    }
                     own_answer(Outcome::Accepted)
                 }
                 Err(e) => {

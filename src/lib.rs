@@ -31,4 +31,5 @@ pub mod server;
 pub mod shared;
 pub mod spool;
 pub mod spool_cli;
+pub mod stale;
 pub mod tls;

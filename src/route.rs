@@ -78,6 +78,8 @@ pub struct Route {
     pub max_body: u64,
     pub read_timeout: Duration,
     pub upstream: Arc<Upstream>,
+    /// The out-of-date status guard (`status_timestamp:`, `on_stale:`), when on.
+    pub stale: Option<crate::stale::Guard>,
 }
 
 /// The routing table: exact path match, nothing clever (senders register one URL each).

@@ -94,6 +94,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let server_conf = server_conf(&config);
     let fixed = Fixed::of(&config);
     let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, metrics));
+    shared.stale.set_ttl(config.dedupe.ttl);
     match early_store {
         Some(spool) => shared.store.set(spool),
         None => {

@@ -55,6 +55,8 @@ pub struct Shared {
     pub client: AppClient,
     pub metrics: Arc<Metrics>,
     forwarder: OnceLock<ForwarderHandle>,
+    /// Newest status time accepted per transaction (src/stale.rs).
+    pub stale: crate::stale::Memory,
 }
 
 impl Shared {
@@ -66,6 +68,7 @@ impl Shared {
             client: AppClient::default(),
             metrics,
             forwarder: OnceLock::new(),
+            stale: crate::stale::Memory::default(),
         }
     }
 

@@ -27,7 +27,7 @@ fn config(app: &App) -> String {
         )
     };
     format!(
-        "routes:\n{}{}{}{}  - name: batch\n    path: /batch\n    profile: mastercard-cen\n    client_dn: [\"{PROD_DN}\"]\n    upstream: {{ url: \"{}\" }}\n",
+        "routes:\n{}{}{}{}  - name: batch\n    path: /batch\n    profile: mastercard-cen\n    events: {{ id_pointer: /idempotencyKey }}\n    client_dn: [\"{PROD_DN}\"]\n    upstream: {{ url: \"{}\" }}\n",
         route("spool", "spool", "deliver"),
         route("upstream", "upstream", "deliver"),
         route("quarantine", "spool", "quarantine"),
@@ -42,7 +42,7 @@ fn event(id: &str, status: &str) -> String {
 }
 
 fn fp_hex(body: &str) -> String {
-    format!("{:016x}", pushgate::profile::fingerprint(body.as_bytes()))
+    support::fingerprint_hex("mastercard-xbs", body)
 }
 
 fn at(app: &App, route: &str) -> Vec<Received> {
@@ -117,7 +117,7 @@ async fn one_batch_carrying_one_id_with_two_contents_delivers_both() {
     assert_eq!(String::from_utf8_lossy(&got[0].body), format!("[{a},{b}]"));
     assert_eq!(
         got[0].header("x-pushgate-conflict"),
-        Some(format!("-,first-fingerprint={}", fp_hex(a)).as_str())
+        Some(format!("-,first-fingerprint={}", support::fingerprint_hex("mastercard-cen", &format!("[{a}]"))).as_str())
     );
     assert_eq!(events_metric(&gate, "batch", "conflict").await, 1.0);
     assert_eq!(events_metric(&gate, "batch", "duplicate").await, 4.0);

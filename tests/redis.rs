@@ -241,7 +241,7 @@ async fn other_content_under_one_id_at_two_replicas_is_a_conflict_and_either_res
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0].body, first.as_bytes());
     assert_eq!(got[1].body, second.as_bytes());
-    let fp = format!("{:016x}", pushgate::profile::fingerprint(first.as_bytes()));
+    let fp = support::fingerprint_hex("mastercard-xbs", &first);
     assert_eq!(
         got[1].header("x-pushgate-conflict"),
         Some(format!("first-fingerprint={fp}").as_str())

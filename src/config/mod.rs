@@ -348,6 +348,33 @@ struct RawRoute {
     #[serde(default)]
     allow_unauthenticated: bool,
     upstream: RawUpstream,
+    sign: Option<RawSign>,
+    /// Pointers to an event's status times (the out-of-date guard); `*` = every array element.
+    #[serde(default, deserialize_with = "one_or_many")]
+    status_timestamp: Option<Vec<String>>,
+    #[serde(default)]
+    on_stale: crate::stale::OnStale,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
+}
+
+/// `sign:` — Standard Webhooks signing of what the app receives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSign {
+    /// `whsec_<base64>` secrets (inline, `env:NAME` or `file:PATH`); each gives a signature.
+    secrets: Vec<String>,
 }
 
 fn default_profile() -> String {
@@ -683,6 +710,14 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
     }
 
     let profile = Profile::build(&r.profile, r.events, r.answer).map_err(|m| err(&key("profile"), m))?;
+    let stale = crate::stale::Guard::build(profile.name, r.status_timestamp, r.on_stale)
+        .map_err(|m| err(&key("status_timestamp"), m))?;
+    if stale.is_some() && profile.spec.ordering_key.is_empty() {
+        return Err(err(
+            &key("status_timestamp"),
+            "the out-of-date guard compares events of one ordering key: set events.ordering_key".into(),
+        ));
+    }
     if profile.requires_secret() && auth.secret().is_none() {
         return Err(err(
             &key("secret"),
@@ -702,13 +737,28 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         }
     }
 
-    let upstream = Upstream::parse(
+    let mut upstream = Upstream::parse(
         &r.upstream.url,
         r.upstream.timeout.map_or(DEFAULT_UPSTREAM_TIMEOUT, |d| d.0),
         r.upstream.max_age.map_or(DEFAULT_MAX_AGE, |d| d.0),
         r.upstream.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
     )
     .map_err(|m| err(&key("upstream.url"), m))?;
+    if let Some(sign) = r.sign {
+        let mut secrets = Vec::with_capacity(sign.secrets.len());
+        for (j, v) in sign.secrets.iter().enumerate() {
+            secrets.push(resolve_secret(v, base).map_err(|m| err(&key(&format!("sign.secrets[{j}]")), m))?);
+        }
+        let signer = crate::forward::Signer::new(secrets.iter().map(Secret::expose)).map_err(|(j, m)| {
+            let k = if secrets.is_empty() {
+                key("sign.secrets")
+            } else {
+                key(&format!("sign.secrets[{j}]"))
+            };
+            err(&k, m)
+        })?;
+        upstream.sign = Some(std::sync::Arc::new(signer));
+    }
 
     let max_body = r.max_body.map_or(DEFAULT_MAX_BODY, |s| s.0);
     if max_body == 0 {
@@ -726,6 +776,7 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
         max_body,
         read_timeout: r.read_timeout.map_or(DEFAULT_READ_TIMEOUT, |d| d.0),
         upstream: std::sync::Arc::new(upstream),
+        stale,
     })
 }
 

@@ -76,7 +76,7 @@ impl AppClient {
             .await
             .map_err(|e| SendError::Connect(e.etype().as_str().to_string()))?;
         let header = d
-            .request_header(&up.path, &up.authority, attempt)
+            .request_header(&up.path, &up.authority, attempt, up.sign.as_deref())
             .map_err(|e| SendError::Protocol(e.to_string()))?;
         let proto = |e: Box<pingora::Error>| SendError::Protocol(e.etype().as_str().to_string());
         session.write_request_header(Box::new(header)).await.map_err(proto)?;

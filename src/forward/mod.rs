@@ -6,6 +6,7 @@ mod client;
 mod forwarder;
 mod request;
 pub mod retry;
+mod sign;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 pub use client::{AppClient, AppResponse, SendError};
 pub use forwarder::{Forwarder, ForwarderHandle};
 pub use request::{forwardable_headers, Delivery};
+pub use sign::{webhook_id, Signer};
 
 /// A route's app endpoint: plain HTTP/1.1, address resolved once at load.
 #[derive(Debug, Clone)]
@@ -25,6 +27,8 @@ pub struct Upstream {
     pub timeout: Duration,
     pub max_age: Duration,
     pub concurrency: usize,
+    /// Standard Webhooks signing (`sign:`), when the route asks for it.
+    pub sign: Option<std::sync::Arc<Signer>>,
 }
 
 impl Upstream {
@@ -54,6 +58,7 @@ impl Upstream {
             timeout,
             max_age,
             concurrency,
+            sign: None,
         })
     }
 }

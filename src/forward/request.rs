@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::sign::{webhook_id, Signer};
+
 /// Headers never passed to the app: hop-by-hop and framing headers (pushgate frames its own
 /// request), and `Expect`.
 const NOT_FORWARDED: &[&str] = &[
@@ -50,12 +52,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The request head for attempt `attempt` (1, 2, …).
+    /// The request head for attempt `attempt` (1, 2, …), signed with `sign` when given (the
+    /// signature covers `self.body`, the exact bytes sent after this head).
     pub fn request_header(
         &self,
         path: &str,
         authority: &str,
         attempt: u32,
+        sign: Option<&Signer>,
     ) -> pingora::Result<pingora::http::RequestHeader> {
         let mut req = pingora::http::RequestHeader::build("POST", path.as_bytes(), Some(self.headers.len() + 8))?;
         req.insert_header("host", authority)?;
@@ -71,6 +75,16 @@ impl Delivery {
         }
         req.insert_header("x-pushgate-attempt", attempt.to_string())?;
         req.insert_header("x-pushgate-received-at", rfc3339(self.received_at_ms))?;
+        if let Some(signer) = sign {
+            // Inserted, not appended: any webhook-* header the sender sent is replaced.
+            let id = webhook_id(&self.route, &self.event_ids);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            req.insert_header("webhook-signature", signer.signature(&id, now, &self.body))?;
+            req.insert_header("webhook-timestamp", now.to_string())?;
+            req.insert_header("webhook-id", id)?;
+        }
         Ok(req)
     }
 }

@@ -204,12 +204,14 @@ fn preset(name: &str) -> Option<Profile> {
         },
         // Cross-Border Services pushes: one JSON (or XML) event; `eventRef`, or `event_ref` in
         // the snake_case variants (status change v2, carded rate). Mastercard expects 200, no
-        // body.
+        // body. One transaction's statuses are ordered by its reference (and guarded:
+        // src/stale.rs).
         "mastercard-xbs" => Profile {
             name: "mastercard-xbs",
             spec: EventSpec {
                 format: BodyFormat::JsonOrXml,
                 id_pointers: strs(&["/eventRef", "/event_ref"]),
+                ordering_key: strs(&["/transactionReference", "/transaction_reference"]),
                 ..base
             },
             answer: Answer::empty(),

@@ -62,3 +62,13 @@ pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+/// The fingerprint pushgate gives a body's first event under `profile` (hex, as
+/// `X-Pushgate-Conflict` shows it): computed by pushgate's own extractor, so tests do not
+/// restate how JSON is canonicalised.
+pub fn fingerprint_hex(profile: &str, body: &str) -> String {
+    let p = pushgate::profile::Profile::build(profile, Default::default(), Default::default()).expect("profile");
+    let x = pushgate::profile::extract(&p.spec, &bytes::Bytes::from(body.to_owned()), &http::HeaderMap::new())
+        .expect("extractable body");
+    format!("{:016x}", x.events[0].fingerprint)
+}
