@@ -399,3 +399,27 @@ fn subject_cn(der: &[u8]) -> String {
         })
         .unwrap_or_else(|| "unnamed".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_refusals_have_their_own_reasons() {
+        let cert = |c: CertificateError| refusal_reason(&rustls::Error::InvalidCertificate(c));
+        assert_eq!(cert(CertificateError::Revoked), "revoked");
+        assert_eq!(cert(CertificateError::ExpiredRevocationList), "crl_expired");
+        assert_eq!(
+            cert(CertificateError::ExpiredRevocationListContext {
+                time: UnixTime::since_unix_epoch(std::time::Duration::from_secs(2)),
+                next_update: UnixTime::since_unix_epoch(std::time::Duration::from_secs(1)),
+            }),
+            "crl_expired"
+        );
+        assert_eq!(
+            cert(CertificateError::UnknownRevocationStatus),
+            "unknown_revocation_status"
+        );
+        assert_eq!(refusal_reason(&rustls::Error::General("x".into())), "other");
+    }
+}
