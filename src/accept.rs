@@ -119,6 +119,8 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             let stored = spool.append(NewDelivery {
                 route: delivery.route.clone(),
                 event_ids: delivery.event_ids.clone(),
+                // Wired to each event's content fingerprint when the dedupe work is merged.
+                fingerprints: vec![],
                 ordering_key: ordering_key.clone(),
                 received_at_ms: delivery.received_at_ms,
                 client_dn: delivery.client_dn.clone(),
@@ -163,6 +165,7 @@ pub async fn quarantine(
         .append(NewDelivery {
             route: route.name.to_string(),
             event_ids: vec![],
+            fingerprints: vec![],
             ordering_key: None,
             received_at_ms,
             client_dn,

@@ -248,9 +248,9 @@ fn rebuild_dedupe(dedupe: &Dedupe, spool: &Spool, ttl: Duration) -> Result<usize
         .ids_since(since)
         .map_err(|e| format!("storage: cannot read the id journal: {e}"))?;
     let n = ids.len();
-    for (route, id, _) in ids {
-        if let Ok(route) = RouteName::new(&route) {
-            dedupe.remember(Key::new(&route, &EventId::new(&id)));
+    for seen in ids {
+        if let Ok(route) = RouteName::new(&seen.route) {
+            dedupe.remember(Key::new(&route, &EventId::new(&seen.id)));
         }
     }
     Ok(n)

@@ -20,7 +20,7 @@ pub enum State {
 impl State {
     pub const ALL: [State; 4] = [State::Pending, State::Delivered, State::Dead, State::Quarantined];
 
-    /// Stable on-disk code used in index keys. Never renumber: it is part of the file format.
+    /// Stable on-disk code (log records, and index keys of the old redb file). Never renumber.
     pub(crate) fn code(self) -> u8 {
         match self {
             State::Pending => 0,
@@ -40,6 +40,9 @@ impl State {
 pub struct NewDelivery {
     pub route: String,
     pub event_ids: Vec<String>,
+    /// Content fingerprint per event id (parallel to `event_ids`; empty for a quarantined body),
+    /// kept so the duplicate memory rebuilt at start can tell a retry from a different event.
+    pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
     pub received_at_ms: u64,
     pub client_dn: Option<String>,
@@ -55,6 +58,9 @@ pub struct Meta {
     pub seq: Seq,
     pub route: String,
     pub event_ids: Vec<String>,
+    /// Parallel to `event_ids` (see [`NewDelivery::fingerprints`]); empty in older records.
+    #[serde(default)]
+    pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
     pub received_at_ms: u64,
     pub client_dn: Option<String>,
@@ -68,6 +74,16 @@ pub struct Meta {
     pub body_len: u64,
     /// Kept after a replay, as a record of why the body was held back.
     pub quarantine_reason: Option<String>,
+}
+
+/// One event id the store holds, for the duplicate memory's rebuild at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenId {
+    pub route: String,
+    pub id: String,
+    /// 0 when the record predates fingerprints.
+    pub fingerprint: u64,
+    pub received_at_ms: u64,
 }
 
 #[derive(Clone, Debug)]

@@ -1,4 +1,4 @@
-use super::super::{ListQuery, RouteStats, State};
+use super::super::{ListQuery, RouteStats, SeenId, State};
 use super::{delivery, open, quarantined};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn transitions_update_pending_and_stats() {
         }
     );
     // Purged ids are gone from the journal; the rest stay.
-    let ids: Vec<String> = spool.ids_since(0).unwrap().into_iter().map(|(_, id, _)| id).collect();
+    let ids: Vec<String> = super::ids(&spool);
     assert_eq!(ids, vec!["b".to_string()]);
 }
 
@@ -312,13 +312,19 @@ async fn ids_since_is_a_range_over_received_time() {
     spool.mark_dead(dead, 1, "x").await.unwrap();
 
     let all = spool.ids_since(0).unwrap();
+    let seen = |route: &str, id: &str, fingerprint: u64, received_at_ms: u64| SeenId {
+        route: route.into(),
+        id: id.into(),
+        fingerprint,
+        received_at_ms,
+    };
     assert_eq!(
         all,
         vec![
-            ("cen".to_string(), "a".to_string(), 1_000),
-            ("cen".to_string(), "b".to_string(), 1_000),
-            ("gw".to_string(), "c".to_string(), 2_000),
-            ("gw".to_string(), "d".to_string(), 3_000),
+            seen("cen", "a", 0xf00d, 1_000),
+            seen("cen", "b", 0xf00e, 1_000),
+            seen("gw", "c", 0xf00d, 2_000),
+            seen("gw", "d", 0xf00d, 3_000),
         ]
     );
     assert_eq!(spool.ids_since(2_000).unwrap(), all[2..].to_vec());

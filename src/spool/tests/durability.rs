@@ -1,23 +1,12 @@
 //! Group commit, crash images, and the lazy durability of forwarder state changes.
 //!
-//! A "crash image" is a copy of the file taken while the spool is still open: it holds exactly
-//! what the process had written to the OS, as after `kill -9` (not after power loss).
+//! A "crash image" is a copy of the files taken while the spool is still open (see
+//! [`super::crash_image`]).
 
-use std::path::Path;
 use std::time::Duration;
 
 use super::super::State;
-use super::{delivery, open};
-
-fn crash_image(dir: &Path) -> tempfile::TempDir {
-    let image = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        dir.join(super::super::FILE_NAME),
-        image.path().join(super::super::FILE_NAME),
-    )
-    .unwrap();
-    image
-}
+use super::{crash_image, delivery, open};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_share_commits() {
