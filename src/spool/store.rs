@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::error::StorageError;
-use super::index::{Entry, Index};
+use super::index::{Entry, Index, Segment};
 use super::model::{ListQuery, Meta, NewDelivery, Page, SeenId, Seq, SpoolOptions, State, Stats};
 use super::ops::{Change, Chunk};
 use super::writer::{Cmd, Reply, Shared, Writer};
@@ -73,16 +73,37 @@ impl Spool {
             took_ms = started.elapsed().as_millis() as u64,
             "spool: opened"
         );
+        let mut index = scanned.index;
+        let active = match scanned.active {
+            Some(active) => active,
+            // A new store (or its last segment was empty): create the first segment now, so
+            // that a directory that cannot be written fails here, before anything listens.
+            None => {
+                let no = index.segments.keys().next_back().map_or(1, |n| n + 1);
+                let file = segment::create(dir, no, scanned.next_seq, 0)?;
+                let pos = segment::header_len();
+                index.segments.insert(
+                    no,
+                    Segment {
+                        file: Arc::new(file),
+                        live: 0,
+                        live_bytes: 0,
+                        written: pos,
+                    },
+                );
+                (no, pos)
+            }
+        };
         let shared = Arc::new(Shared::default());
         shared.damaged.store(d.records, Ordering::Relaxed);
-        *shared.index.write().unwrap_or_else(PoisonError::into_inner) = scanned.index;
+        *shared.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         let (tx, rx) = mpsc::channel();
         let writer = Writer::new(
             rx,
             shared.clone(),
             dir.to_path_buf(),
             scanned.next_seq,
-            scanned.active,
+            Some(active),
             opts.max_batch,
         );
         let thread = std::thread::Builder::new()
@@ -342,7 +363,7 @@ impl Spool {
         Ok(stats)
     }
 
-    /// Number of successful writes to the log (for group-commit tests and metrics).
+    /// Number of synced writes to the log, i.e. `fdatasync`s (for group-commit tests and metrics).
     #[doc(hidden)]
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)

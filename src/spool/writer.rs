@@ -8,10 +8,12 @@
 //! the order of the seqs.
 //!
 //! Lazy durability: a batch of only forwarder state changes (`mark_delivered` / `mark_retry` /
-//! `mark_dead`) is applied to the index at once and its records wait in memory; they ride along
-//! with the next batch's write, or are written and synced by an idle flush at most
-//! [`FLUSH_AFTER`] later, or by close. A crash may roll such a change back to pending, which
-//! costs a redelivery (delivery is at least once), never an acknowledged append.
+//! `mark_dead`) is applied to the index at once and its records are written without a sync
+//! (so they survive `kill -9`, not a power loss); the next batch's `fdatasync` makes them
+//! durable, or an idle flush at most [`FLUSH_AFTER`] later, or close. A power loss may roll
+//! such a change back to pending, which costs a redelivery (delivery is at least once), never
+//! an acknowledged append. If that write fails, the records wait in memory and go first in
+//! the next write.
 //!
 //! Failure: a failed write or sync answers the batch with [`StorageError::Io`], cuts the
 //! partial write off the segment and abandons it (after a failed `fdatasync` the kernel may
@@ -43,8 +45,6 @@ use super::segment;
 
 /// Longest time a lazy state change may stay un-fsync'd.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_secs(1);
-/// Waiting lazy records are written (not synced) once they reach this size.
-const LAZY_MAX: usize = 1 << 20;
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Copy-forward step: at most this many bytes of live records per step.
@@ -172,11 +172,10 @@ pub(crate) struct Writer {
     dir: PathBuf,
     next_seq: Seq,
     max_batch: usize,
-    /// `None` before the first write to a new store, and after a write failure until a new
-    /// segment is rolled (`broken`).
+    /// `None` after a write failure until a new segment is rolled (`broken`).
     active: Option<Active>,
     broken: bool,
-    /// Lazy state records not yet written.
+    /// Lazy state records not yet written (only after a failed write).
     lazy: Vec<u8>,
     /// When the oldest lazy change not yet fsync'd was made.
     unsynced_since: Option<Instant>,
@@ -299,10 +298,9 @@ impl Writer {
             self.lazy.extend_from_slice(&buf);
             self.apply(effects, None);
             self.unsynced_since.get_or_insert_with(Instant::now);
+            // Written now (it survives `kill -9`), synced later; a failure keeps them waiting.
+            let _ = self.write(&[], false);
             answers.into_iter().for_each(|a| a(Ok(())));
-            if self.lazy.len() >= LAZY_MAX {
-                let _ = self.write(&[], false);
-            }
             return;
         }
         match self.write(&buf, true) {
@@ -377,8 +375,8 @@ impl Writer {
                 if let Some(s) = self.shared.write().segments.get_mut(&no) {
                     s.written = active.pos;
                 }
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 if sync {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
                     self.unsynced_since = None;
                 } else if len > 0 {
                     self.unsynced_since.get_or_insert_with(Instant::now);
@@ -426,8 +424,7 @@ impl Writer {
             Ok(file) => {
                 let file = Arc::new(file);
                 let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
-                let mut header = Vec::new();
-                let pos = format::header(&mut header, self.next_seq) as u64 + header.len() as u64;
+                let pos = segment::header_len();
                 self.shared.write().segments.insert(
                     no,
                     Segment {

@@ -149,8 +149,14 @@ async fn start_up_with_many_events() {
         let ids = spool.ids_since(0).unwrap().len();
         let rebuilt = start.elapsed();
         let first = spool.pending("r", None, 200).unwrap().len();
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("")
+            .to_string();
         println!(
-            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}",
+            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; {rss}",
             start.elapsed(),
             spool.stats().unwrap().routes["r"].pending
         );

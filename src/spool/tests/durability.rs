@@ -55,17 +55,20 @@ async fn lazy_state_changes_become_durable_with_the_next_immediate_commit() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
     let a = spool.append(delivery("r", &["a"], 1)).await.unwrap();
+    let commits = spool.commits();
     spool.mark_delivered(a).await.unwrap();
+    assert_eq!(spool.commits(), commits, "no fdatasync for a state change");
     assert_eq!(
         spool.meta(a).unwrap().unwrap().state,
         State::Delivered,
         "visible at once"
     );
 
-    // Not fsync'd yet: a crash now would redeliver `a` (allowed), never lose it.
+    // Written, not fsync'd: it survives kill -9 (a power loss could roll it back to pending,
+    // a redelivery, never a loss); no sync was spent on it.
     let image = crash_image(dir.path());
     let recovered = open(image.path());
-    assert_eq!(recovered.meta(a).unwrap().unwrap().state, State::Pending);
+    assert_eq!(recovered.meta(a).unwrap().unwrap().state, State::Delivered);
     drop(recovered);
 
     // The next append's Immediate commit carries the earlier change with it.

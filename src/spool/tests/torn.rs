@@ -39,7 +39,7 @@ async fn a_torn_last_write_keeps_every_committed_record() {
     spool.close().await;
     let before = data_end(dir.path());
 
-    // The final write: a lazy state change and an append, written together.
+    // The final writes: a lazy state change, then an append.
     let spool = open(dir.path());
     spool.mark_delivered(kept[0]).await.unwrap();
     let mut d = delivery("r", &["last"], 9);
