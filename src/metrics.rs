@@ -31,6 +31,7 @@ pub struct Metrics {
     pub dedupe_pending_writes: IntGauge,
     pub dedupe_pending_dropped: IntCounter,
     pub store_commits: prometheus::IntCounter,
+    pub store_damaged_records: prometheus::IntCounter,
     pub connections_open: IntGauge,
     pub connections_refused: IntCounter,
     pub connections_timed_out: IntCounterVec,
@@ -190,6 +191,14 @@ impl Metrics {
                 prometheus::IntCounter::new(
                     "pushgate_store_commits_total",
                     "Write transactions committed by the store (appends share one: group commit).",
+                )
+                .expect("constant metric"),
+            ),
+            store_damaged_records: reg(
+                &registry,
+                prometheus::IntCounter::new(
+                    "pushgate_store_damaged_records_total",
+                    "Damaged or torn records the store found (and skipped) when it was opened.",
                 )
                 .expect("constant metric"),
             ),

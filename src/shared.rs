@@ -108,6 +108,10 @@ impl Shared {
         let Some(Ok(stats)) = self.store.get().map(Spool::stats) else {
             return;
         };
+        if let Some(spool) = self.store.get() {
+            let (seen, damaged) = (m.store_damaged_records.get(), spool.damaged());
+            m.store_damaged_records.inc_by(damaged.saturating_sub(seen));
+        }
         let now = now_ms();
         for route in self.routes().iter() {
             let name = route.name.as_str();

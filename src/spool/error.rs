@@ -1,7 +1,8 @@
-//! The spool's one error type, and how redb's many error types map onto it.
+//! The spool's one error type, and how redb's many error types (read once, by the migration
+//! of an older release's file) map onto it.
 
 /// Every failure callers can see. `Io` (including disk full) means "not stored, try again later"
-/// (the ingress answers 503); `Corrupt` means a stored record or the file is unreadable.
+/// (the ingress answers 503); `Corrupt` means a stored record or a file is unreadable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StorageError {
     #[error("spool I/O error: {0}")]

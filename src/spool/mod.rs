@@ -1,18 +1,23 @@
-//! Embedded durable store ("spool") for accepted notifications.
+//! Embedded durable store ("spool") for accepted notifications: an append-only segment log.
 //!
-//! An append is acknowledged only once fsync'd; a single writer thread group-commits
-//! concurrent appends. Files, one job each:
-//! - `model.rs`: the public data types; `error.rs`: [`StorageError`] and redb error mapping
-//! - `schema.rs`: the table layout (documented there) and record encoding
-//! - `ops.rs`: mutations inside a write transaction; `query.rs`: reads
-//! - `writer.rs`: the writer thread, group commit, durability levels, recovery after I/O errors
-//! - `store.rs`: [`Spool`], the handle callers hold
+//! An append is acknowledged only once written and fdatasync'd; a single writer thread
+//! group-commits concurrent appends into one write and one sync. Files, one job each:
+//! - `model.rs`: the public data types; `error.rs`: [`StorageError`]
+//! - `format.rs`: the record format (framing, CRC, payloads) — the file format lives there
+//! - `segment.rs`: segment files, and the start-up scan that rebuilds the index and finds damage
+//! - `index.rs`: the in-memory index (per event: state, times, where its record is)
+//! - `ops.rs`: mutations planned into records and index changes
+//! - `writer.rs`: the writer thread: group commit, lazy state changes, failures, segment upkeep
+//! - `store.rs`: [`Spool`], the handle callers hold, and the reads
+//! - `migrate.rs`: one-time migration of the redb file of older releases
 
 mod error;
+mod format;
+mod index;
+mod migrate;
 mod model;
 mod ops;
-mod query;
-mod schema;
+mod segment;
 mod store;
 mod writer;
 

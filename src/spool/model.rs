@@ -20,7 +20,7 @@ pub enum State {
 impl State {
     pub const ALL: [State; 4] = [State::Pending, State::Delivered, State::Dead, State::Quarantined];
 
-    /// Stable on-disk code used in index keys. Never renumber: it is part of the file format.
+    /// Stable on-disk code (log records, and index keys of the old redb file). Never renumber.
     pub(crate) fn code(self) -> u8 {
         match self {
             State::Pending => 0,
@@ -40,7 +40,8 @@ impl State {
 pub struct NewDelivery {
     pub route: String,
     pub event_ids: Vec<String>,
-    /// The events' fingerprints, parallel to `event_ids` (empty for a quarantined body).
+    /// Content fingerprint per event id (parallel to `event_ids`; empty for a quarantined body),
+    /// kept so the duplicate memory rebuilt at start can tell a retry from a different event.
     pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
     pub received_at_ms: u64,
@@ -57,7 +58,7 @@ pub struct Meta {
     pub seq: Seq,
     pub route: String,
     pub event_ids: Vec<String>,
-    /// Parallel to `event_ids`; empty in records written before fingerprints were kept.
+    /// Parallel to `event_ids` (see [`NewDelivery::fingerprints`]); empty in older records.
     #[serde(default)]
     pub fingerprints: Vec<u64>,
     pub ordering_key: Option<String>,
@@ -75,12 +76,12 @@ pub struct Meta {
     pub quarantine_reason: Option<String>,
 }
 
-/// One accepted id, as the duplicate memory is rebuilt from it at start-up.
+/// One event id the store holds, for the duplicate memory's rebuild at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeenId {
     pub route: String,
     pub id: String,
-    /// 0 when the record predates fingerprints (then any content counts as the same event).
+    /// 0 when the record predates fingerprints.
     pub fingerprint: u64,
     pub received_at_ms: u64,
 }

@@ -1,30 +1,28 @@
 //! [`Spool`]: the handle the rest of pushgate holds. Mutations go to the writer thread; reads
-//! run on the caller's thread against a snapshot.
+//! run on the caller's thread against the in-memory index and read records by offset (`pread`),
+//! never waiting for the writer's disk I/O.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Builder, ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use super::error::StorageError;
+use super::index::{Entry, Index, Segment};
 use super::model::{ListQuery, Meta, NewDelivery, Page, SeenId, Seq, SpoolOptions, State, Stats};
 use super::ops::{Change, Chunk};
-use super::query;
-use super::writer::{open_db, Cmd, Opener, Reply, Shared, Writer};
+use super::writer::{Cmd, Reply, Shared, Writer};
+use super::{migrate, segment};
 
-/// File name inside the storage directory.
+/// The file a release before the segment log kept everything in; migrated on first start.
 pub const FILE_NAME: &str = "spool.redb";
-/// Rows a purge / replay / compaction step touches per write transaction, so that a large
-/// sweep interleaves with appends instead of delaying their acknowledgement.
+/// Events a purge / replay / compaction step touches per batch, so that a large sweep
+/// interleaves with appends instead of delaying their acknowledgement.
 const SWEEP_CHUNK: usize = 1000;
-/// redb's page cache (reads and the write buffer). redb's default is 1 GiB, and every page
-/// written stays cached, so the process grew by the spool's size up to 1 GiB; appends only
-/// touch the tail of the tables, and the forwarder mostly gets bodies from memory, so a small
-/// cache costs no throughput (bench/compare.sh) and keeps RSS flat.
-const CACHE_BYTES: usize = 32 << 20;
 
 /// Embedded durable queue. Cheap to clone; all clones share one writer thread.
 #[derive(Clone)]
@@ -41,7 +39,7 @@ struct Inner {
 
 impl Drop for Inner {
     /// Last handle gone without `close()`: disconnecting the channel makes the writer flush and
-    /// close the file; wait for it so the file can be reopened right away.
+    /// stop; wait for it so the directory can be reopened right away.
     fn drop(&mut self) {
         drop(self.tx.take());
         let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -52,33 +50,62 @@ impl Drop for Inner {
 }
 
 impl Spool {
-    /// Opens (creating if needed) `dir/spool.redb`. After an unclean shutdown redb repairs the
-    /// file here, which reads the whole file.
+    /// Opens (creating if needed) the log in `dir`: migrates a `spool.redb` left by an older
+    /// release, then reads every segment, checks every record and rebuilds the index. Damage
+    /// (a torn last write, a flipped byte) is reported in one log line and by [`Spool::damaged`].
     pub fn open(dir: &Path, opts: SpoolOptions) -> Result<Spool, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(FILE_NAME);
-        let opener: Opener = Box::new(move || {
-            let mut builder = Builder::new();
-            builder.set_cache_size(CACHE_BYTES);
-            builder.set_repair_callback(|session| {
-                tracing::warn!(
-                    progress = session.progress(),
-                    "spool: repairing after an unclean shutdown"
+        migrate::run(dir)?;
+        let started = std::time::Instant::now();
+        let scanned = segment::scan(dir)?;
+        let d = &scanned.damage;
+        if d.records > 0 {
+            tracing::error!(
+                damaged = d.records,
+                bytes = d.bytes,
+                places = ?d.places,
+                "spool: damaged or torn records found at start-up; every intact record was kept"
+            );
+        }
+        tracing::info!(
+            events = scanned.index.entries.len(),
+            segments = scanned.index.segments.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "spool: opened"
+        );
+        let mut index = scanned.index;
+        let active = match scanned.active {
+            Some(active) => active,
+            // A new store (or its last segment was empty): create the first segment now, so
+            // that a directory that cannot be written fails here, before anything listens.
+            None => {
+                let no = index.segments.keys().next_back().map_or(1, |n| n + 1);
+                let file = segment::create(dir, no, scanned.next_seq, 0)?;
+                let pos = segment::header_len();
+                index.segments.insert(
+                    no,
+                    Segment {
+                        file: Arc::new(file),
+                        live: 0,
+                        live_bytes: 0,
+                        written: pos,
+                    },
                 );
-            });
-            Ok(builder.create(&path)?)
-        });
-        Self::open_with(opener, opts)
-    }
-
-    /// `open` with a custom way to (re)open the database; tests use it to inject I/O faults.
-    pub(crate) fn open_with(opener: Opener, opts: SpoolOptions) -> Result<Spool, StorageError> {
-        let (db, next_seq) = open_db(&opener)?;
-        let db = Arc::new(db);
+                (no, pos)
+            }
+        };
         let shared = Arc::new(Shared::default());
-        *shared.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db.clone());
+        shared.damaged.store(d.records, Ordering::Relaxed);
+        *shared.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         let (tx, rx) = mpsc::channel();
-        let writer = Writer::new(rx, shared.clone(), opener, db, next_seq, opts.max_batch);
+        let writer = Writer::new(
+            rx,
+            shared.clone(),
+            dir.to_path_buf(),
+            scanned.next_seq,
+            Some(active),
+            opts.max_batch,
+        );
         let thread = std::thread::Builder::new()
             .name("spool-writer".into())
             .spawn(move || writer.run())?;
@@ -100,7 +127,8 @@ impl Spool {
         answer.await.unwrap_or(Err(StorageError::Closed))
     }
 
-    /// Durable on `Ok`: fsync'd before it returns. Concurrent appends share one commit.
+    /// Durable on `Ok`: written and fdatasync'd before it returns. Concurrent appends share one
+    /// write and one sync.
     pub async fn append(&self, d: NewDelivery) -> Result<Seq, StorageError> {
         self.call(|r| Cmd::Append(d, r)).await
     }
@@ -173,7 +201,9 @@ impl Spool {
         .await
     }
 
-    /// Deletes delivered events whose `updated_at_ms` is older than the retention; returns how many.
+    /// Deletes delivered events whose `updated_at_ms` is older than the retention; returns how
+    /// many. Their space is freed when every event of their segment is gone (the writer copies
+    /// the few survivors of a mostly-empty segment forward, a step at a time).
     pub async fn compact(&self, now_ms: u64) -> Result<u64, StorageError> {
         let retention = u64::try_from(self.inner.opts.retention.as_millis()).unwrap_or(u64::MAX);
         let cutoff_ms = now_ms.saturating_sub(retention);
@@ -186,7 +216,7 @@ impl Spool {
         .await
     }
 
-    /// Runs a chunked sweep to the end, one write transaction per chunk.
+    /// Runs a chunked sweep to the end, one batch per chunk.
     async fn sweep<C>(
         &self,
         mut after: Option<C>,
@@ -203,12 +233,12 @@ impl Spool {
         }
     }
 
-    /// Readiness probe: one tiny fsync'd write transaction through the writer.
+    /// Readiness probe: one tiny record written and fdatasync'd through the writer.
     pub async fn probe(&self) -> Result<(), StorageError> {
         self.call(Cmd::Probe).await
     }
 
-    /// Applies everything queued before it, fsyncs, closes the file and stops the writer.
+    /// Writes and syncs everything queued before it, and stops the writer.
     /// Later calls return [`StorageError::Closed`]. Idempotent.
     pub async fn close(&self) {
         let _ = self.call(Cmd::Close).await;
@@ -216,49 +246,185 @@ impl Spool {
 
     /// Pending deliveries of `route` in seq order, after `after` (exclusive), at most `limit`.
     pub fn pending(&self, route: &str, after: Option<Seq>, limit: usize) -> Result<Vec<Meta>, StorageError> {
-        self.read(|txn| query::pending(txn, route, after, limit))
+        let Some(from) = after.map_or(Some(0), |s| s.checked_add(1)) else {
+            return Ok(Vec::new());
+        };
+        let picked = {
+            let index = self.inner.shared.read()?;
+            let Some(set) = index.find_route(route).and_then(|r| index.set(r, State::Pending)) else {
+                return Ok(Vec::new());
+            };
+            located(&index, set.range(from..).take(limit).copied())
+        };
+        picked.iter().map(read_meta).collect()
     }
 
     pub fn meta(&self, seq: Seq) -> Result<Option<Meta>, StorageError> {
-        self.read(|txn| query::meta(txn, seq))
+        let picked = located(&*self.inner.shared.read()?, [seq]);
+        picked.first().map(read_meta).transpose()
     }
 
     pub fn body(&self, seq: Seq) -> Result<Option<bytes::Bytes>, StorageError> {
-        self.read(|txn| query::body(txn, seq))
+        let picked = located(&*self.inner.shared.read()?, [seq]);
+        let Some((seq, e, file)) = picked.first() else {
+            return Ok(None);
+        };
+        let mut body = vec![0u8; e.loc.layout.body_len as usize];
+        file.read_exact_at(&mut body, e.loc.at + u64::from(e.loc.layout.body_at))
+            .map_err(|err| StorageError::corrupt_record(*seq, format!("body unreadable: {err}")))?;
+        Ok(Some(bytes::Bytes::from(body)))
     }
 
     /// Admin / pull listing, oldest first (seq order); see [`ListQuery`].
     pub fn list(&self, q: &ListQuery) -> Result<Page, StorageError> {
-        self.read(|txn| query::list(txn, q))
+        let in_range = |received: u64| {
+            q.start_ms.is_none_or(|start| received >= start) && q.end_ms.is_none_or(|end| received < end)
+        };
+        let (total, picked) = {
+            let index = self.inner.shared.read()?;
+            let route = match &q.route {
+                Some(r) => match index.find_route(r) {
+                    Some(id) => Some(id),
+                    None => return Ok(page(q, 0, Vec::new())),
+                },
+                None => None,
+            };
+            let matches = |e: &Entry| {
+                route.is_none_or(|r| e.route == r) && q.state.is_none_or(|s| e.state == s) && in_range(e.received_at_ms)
+            };
+            // One route and state: walk its set; otherwise the seq-ordered entries.
+            let seqs: Box<dyn Iterator<Item = Seq>> = match (route, q.state) {
+                (Some(r), Some(s)) => Box::new(index.set(r, s).into_iter().flatten().copied()),
+                _ => Box::new(index.entries.keys().copied()),
+            };
+            let mut total = 0u64;
+            let mut page_seqs = Vec::new();
+            for seq in seqs {
+                let Some(e) = index.entries.get(&seq) else { continue };
+                if !matches(e) {
+                    continue;
+                }
+                if total >= q.offset && (page_seqs.len() as u64) < q.limit {
+                    page_seqs.push(seq);
+                }
+                total += 1;
+            }
+            (total, located(&index, page_seqs))
+        };
+        let items = picked.iter().map(read_meta).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(q, total, items))
     }
 
-    /// Route, id, fingerprint and arrival of every stored event received at or after `since_ms`
-    /// (all states; purged and compacted events are gone), oldest first.
+    /// Every event id stored with `received_at_ms` at or after `since_ms` (all states; purged
+    /// and compacted events are gone), oldest first.
     pub fn ids_since(&self, since_ms: u64) -> Result<Vec<SeenId>, StorageError> {
-        self.read(|txn| query::ids_since(txn, since_ms))
+        let mut picked = {
+            let index = self.inner.shared.read()?;
+            let seqs = index
+                .entries
+                .iter()
+                .filter(|(_, e)| e.received_at_ms >= since_ms)
+                .map(|(&seq, _)| seq);
+            located(&index, seqs)
+        };
+        // File order makes the reads sequential.
+        picked.sort_unstable_by_key(|(_, e, _)| (e.loc.seg, e.loc.at));
+        let mut out = Vec::with_capacity(picked.len());
+        for p in &picked {
+            let meta = read_meta(p)?;
+            for (i, id) in meta.event_ids.iter().enumerate() {
+                out.push(SeenId {
+                    route: meta.route.clone(),
+                    id: id.clone(),
+                    fingerprint: meta.fingerprints.get(i).copied().unwrap_or(0),
+                    received_at_ms: meta.received_at_ms,
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.received_at_ms, &a.route, &a.id).cmp(&(b.received_at_ms, &b.route, &b.id)));
+        Ok(out)
     }
 
     /// Counts per route and state plus the oldest pending per route, in O(routes).
     pub fn stats(&self) -> Result<Stats, StorageError> {
-        self.read(query::stats)
+        let index = self.inner.shared.read()?;
+        let mut stats = Stats::default();
+        for (&(route, state), set) in &index.sets {
+            let rs = stats.routes.entry(index.route_name(route).to_owned()).or_default();
+            *rs.slot(state) = set.len() as u64;
+            if state == State::Pending {
+                // Seq order is acceptance order, so the first pending is the oldest one.
+                rs.oldest_pending_received_at_ms = set
+                    .first()
+                    .and_then(|seq| index.entries.get(seq))
+                    .map(|e| e.received_at_ms);
+            }
+        }
+        Ok(stats)
     }
 
-    /// Number of successful write transactions (for group-commit tests and metrics).
+    /// Number of synced writes to the log, i.e. `fdatasync`s (for group-commit tests and metrics).
     #[doc(hidden)]
     pub fn commits(&self) -> u64 {
         self.inner.shared.commits.load(Ordering::Relaxed)
     }
 
-    /// Times the writer reopened the file after a storage error. A forwarder may rescan
-    /// `pending()` when this changes: un-fsync'd state changes were rolled back.
+    /// Times the writer started a new segment after a storage error. A forwarder may rescan
+    /// `pending()` when this changes.
     pub fn reopens(&self) -> u64 {
         self.inner.shared.reopens.load(Ordering::Relaxed)
     }
 
-    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, StorageError>) -> Result<T, StorageError> {
-        // Holding `db` for the whole read lets a reopen wait for it instead of cutting it off.
-        let db = self.inner.shared.db()?;
-        let txn = db.begin_read()?;
-        f(&txn)
+    /// Damaged or torn records found (and skipped) when the log was opened.
+    pub fn damaged(&self) -> u64 {
+        self.inner.shared.damaged.load(Ordering::Relaxed)
     }
+
+    /// Test hook: while set, the writer's writes and syncs fail with ENOSPC.
+    #[cfg(test)]
+    pub(crate) fn fail_writes(&self, on: bool) {
+        self.inner.shared.fail_writes.store(on, Ordering::SeqCst);
+    }
+}
+
+fn page(q: &ListQuery, total: u64, items: Vec<Meta>) -> Page {
+    Page {
+        count: items.len() as u64,
+        offset: q.offset,
+        limit: q.limit,
+        total,
+        items,
+    }
+}
+
+type Located = (Seq, Entry, Arc<File>);
+
+/// Entries and their segment files, copied out so records are read without holding the lock.
+fn located(index: &Index, seqs: impl IntoIterator<Item = Seq>) -> Vec<Located> {
+    seqs.into_iter()
+        .filter_map(|seq| {
+            let e = index.entries.get(&seq)?;
+            Some((seq, e.clone(), index.file(e.loc.seg)?))
+        })
+        .collect()
+}
+
+/// Reads an event's meta JSON and overlays the state the index holds (newer than the JSON).
+fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
+    let seq = *seq;
+    let mut raw = vec![0u8; e.loc.layout.meta_len as usize];
+    file.read_exact_at(&mut raw, e.loc.at + u64::from(e.loc.layout.meta_at))
+        .map_err(|err| StorageError::corrupt_record(seq, format!("unreadable: {err}")))?;
+    let mut meta: Meta = serde_json::from_slice(&raw).map_err(|err| StorageError::corrupt_record(seq, err))?;
+    if meta.seq != seq {
+        return Err(StorageError::corrupt_record(seq, format!("holds seq {}", meta.seq)));
+    }
+    meta.state = e.state;
+    meta.attempts = e.attempts;
+    meta.next_attempt_at_ms = e.next_attempt_at_ms;
+    meta.updated_at_ms = e.updated_at_ms;
+    if let Some(err) = &e.last_error {
+        meta.last_error = Some(err.to_string());
+    }
+    Ok(meta)
 }

@@ -1,51 +1,58 @@
-//! The single writer thread and its group commit.
+//! The single writer thread: group commit onto the log, and everything that must not race.
 //!
 //! Every mutation is a [`Cmd`] sent over a channel. The writer takes the first waiting command,
-//! drains whatever else is already queued (up to `max_batch`), applies them all in ONE write
-//! transaction and commits ONCE, then answers each caller. N concurrent appends therefore cost
-//! about one fsync, and the order of the channel is the order of the seqs.
+//! drains whatever else is already queued (up to `max_batch`), plans them all into ONE buffer of
+//! log records ([`Plan`]), writes that buffer with ONE `pwrite` at the end of the active segment
+//! and calls `fdatasync` ONCE, then applies the index changes and answers each caller. N
+//! concurrent appends therefore cost one write and one fsync, and the order of the channel is
+//! the order of the seqs.
 //!
-//! Durability: a batch is committed with `Durability::Immediate` (fsync before anyone is
-//! answered) when it holds anything but forwarder state changes. A batch of only
-//! `mark_delivered` / `mark_retry` / `mark_dead` is committed with `Durability::None`: a crash
-//! may roll those back to pending, which costs a redelivery (allowed, delivery is at least once)
-//! and never an acknowledged append. Such commits are made durable by the next Immediate commit,
-//! by an idle flush at most [`FLUSH_AFTER`] later, or by close.
+//! Lazy durability: a batch of only forwarder state changes (`mark_delivered` / `mark_retry` /
+//! `mark_dead`) is applied to the index at once and its records are written without a sync
+//! (so they survive `kill -9`, not a power loss); the next batch's `fdatasync` makes them
+//! durable, or an idle flush at most [`FLUSH_AFTER`] later, or close. A power loss may roll
+//! such a change back to pending, which costs a redelivery (delivery is at least once), never
+//! an acknowledged append. If that write fails, the records wait in memory and go first in
+//! the next write.
 //!
-//! Failure: after a failed commit redb refuses further writes until the database is closed and
-//! reopened (the next open repairs it). The writer then closes the handle, answers with
-//! [`StorageError::Io`], and reopens with backoff, on the next command or on a timer, so the
-//! process recovers by itself once the disk does.
+//! Failure: a failed write or sync answers the batch with [`StorageError::Io`], cuts the
+//! partial write off the segment and abandons it (after a failed `fdatasync` the kernel may
+//! have dropped the dirty pages, so the file's state is unknown); the next batch first rolls a
+//! new segment, with backoff, so the process recovers by itself once the disk does. Waiting
+//! lazy records are kept and written to the new segment.
 //!
-//! Quick repair: every commit also records redb's allocator state (two-phase commit, one more
-//! fsync, amortised by group commit). Without it, the open after a crash, and the in-process
-//! reopen above, walk and checksum the whole file while every append waits; with it they are
-//! near-instant whatever the spool's size.
+//! Maintenance, between batches: segments at the head of the log whose events are all gone are
+//! deleted; a head segment that is mostly garbage has its few live records copied forward in
+//! small steps first. Segments are only ever dropped from the head, so a remove or state record
+//! never disappears while the append it refers to is still on disk.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability};
 use tokio::sync::oneshot;
 
 use super::error::StorageError;
+use super::format::{self, StateRec};
+use super::index::{Index, Loc, SegNo, Segment};
 use super::model::{NewDelivery, Seq, State};
-use super::ops::{self, Change, Chunk, OpError};
-use super::schema::{Tables, KEY_PROBE};
+use super::ops::{apply_state, Change, Chunk, Effect, Plan};
+use super::segment;
 
-/// Longest time a non-durable state change may stay un-fsync'd.
+/// Longest time a lazy state change may stay un-fsync'd.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_secs(1);
-/// See "Quick repair" in the module notes.
-const QUICK_REPAIR: bool = true;
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How long a reopen or close waits for in-flight reads to release the old handle.
-const READERS_GRACE: Duration = Duration::from_secs(5);
+/// Copy-forward step: at most this many bytes of live records per step.
+const COPY_STEP: u64 = 256 << 10;
+/// Maintenance runs at least this often under load (and whenever the queue is empty).
+const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
-pub(crate) type Opener = Box<dyn Fn() -> Result<Database, StorageError> + Send>;
 
 pub(crate) enum Cmd {
     Append(NewDelivery, Reply<Seq>),
@@ -76,148 +83,138 @@ pub(crate) enum Cmd {
 /// State the writer shares with the read side of [`super::Spool`].
 #[derive(Default)]
 pub(crate) struct Shared {
-    /// The live handle; `None` while closed or being reopened.
-    pub db: RwLock<Option<Arc<Database>>>,
+    pub index: RwLock<Index>,
     pub closed: AtomicBool,
     pub commits: AtomicU64,
     pub reopens: AtomicU64,
+    /// Damaged or torn records found at start-up.
+    pub damaged: AtomicU64,
+    /// Test hook: while set, every write and sync fails with ENOSPC, as on a full disk.
+    pub fail_writes: AtomicBool,
 }
 
 impl Shared {
-    pub(crate) fn db(&self) -> Result<Arc<Database>, StorageError> {
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Index>, StorageError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
-        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
-        slot.clone()
-            .ok_or_else(|| StorageError::Io("spool is recovering from a storage error".into()))
+        Ok(self.index.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn set_db(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *slot, db)
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Opens the file and prepares the tables; returns the handle and the next seq to hand out.
-pub(crate) fn open_db(opener: &Opener) -> Result<(Database, Seq), StorageError> {
-    let db = opener()?;
-    let mut txn = db.begin_write()?;
-    txn.set_quick_repair(QUICK_REPAIR);
-    let next_seq = Tables::open(&txn)?.init()?;
-    txn.commit()?;
-    Ok((db, next_seq))
-}
-
-/// Sends the operation's own result once the batch is committed, or the commit's error.
+/// Sends the operation's own result once the batch is written, or the write's error.
 type Finish = Box<dyn FnOnce(Result<(), &StorageError>) + Send>;
 
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StorageError>) -> Finish {
-    Box::new(move |commit| {
+    Box::new(move |written| {
         // A caller that stopped waiting (cancelled request) is not an error.
-        let _ = reply.send(commit.map_err(Clone::clone).and(result));
+        let _ = reply.send(written.map_err(Clone::clone).and(result));
     })
 }
 
-/// Defers an operation's answer; a fatal error is also returned to abort the batch.
-fn settle<T: Send + 'static>(reply: Reply<T>, r: Result<T, OpError>) -> (Finish, Option<StorageError>) {
-    match r {
-        Ok(v) => (finish(reply, Ok(v)), None),
-        Err(OpError::Rejected(e)) => (finish(reply, Err(e)), None),
-        Err(OpError::Fatal(e)) => (finish(reply, Err(e.clone())), Some(e)),
-    }
-}
-
 impl Cmd {
-    /// Forwarder state changes may be committed lazily; everything else is fsync'd.
-    fn needs_fsync(&self) -> bool {
-        !matches!(
+    /// Forwarder state changes may be written lazily; everything else is fsync'd.
+    fn is_lazy(&self) -> bool {
+        matches!(
             self,
             Cmd::Change(_, Change::Delivered | Change::Retry { .. } | Change::Dead { .. }, _)
         )
     }
 
-    fn apply(self, t: &mut Tables, next_seq: &mut Seq, now: u64) -> (Finish, Option<StorageError>) {
+    fn plan(self, p: &mut Plan) -> Finish {
         match self {
-            Cmd::Append(d, reply) => settle(reply, ops::append(t, next_seq, d, now)),
-            Cmd::Change(seq, change, reply) => settle(reply, ops::change(t, seq, change, now)),
+            Cmd::Append(d, reply) => finish(reply, p.append(d)),
+            Cmd::Change(seq, change, reply) => finish(reply, Ok(p.change(seq, change))),
             Cmd::Purge {
                 route,
                 state,
                 after,
                 limit,
                 reply,
-            } => settle(reply, ops::purge(t, route.as_deref(), state, after, limit)),
+            } => finish(reply, Ok(p.purge(route.as_deref(), state, after, limit))),
             Cmd::ReplayDead {
                 route,
                 after,
                 limit,
                 reply,
-            } => settle(reply, ops::replay_dead(t, &route, after, limit, now)),
+            } => finish(reply, Ok(p.replay_dead(&route, after, limit))),
             Cmd::Compact {
                 cutoff_ms,
                 after,
                 limit,
                 reply,
-            } => settle(reply, ops::compact(t, cutoff_ms, after, limit)),
+            } => finish(reply, Ok(p.compact(cutoff_ms, after, limit))),
             Cmd::Probe(reply) => {
-                let r = t.config.insert(KEY_PROBE, now).map(|_| ()).map_err(OpError::from);
-                settle(reply, r)
+                p.probe();
+                finish(reply, Ok(()))
             }
-            // Never batched: the run loop takes Close out before applying.
-            Cmd::Close(reply) => (finish(reply, Ok(())), None),
-        }
-    }
-
-    fn fail(self, err: &StorageError) {
-        fn send<T>(reply: Reply<T>, err: &StorageError) {
-            let _ = reply.send(Err(err.clone()));
-        }
-        match self {
-            Cmd::Append(_, r) => send(r, err),
-            Cmd::Change(_, _, r) => send(r, err),
-            Cmd::Purge { reply, .. } | Cmd::ReplayDead { reply, .. } => send(reply, err),
-            Cmd::Compact { reply, .. } => send(reply, err),
-            Cmd::Probe(r) | Cmd::Close(r) => send(r, err),
+            // Never batched: the run loop takes Close out before planning.
+            Cmd::Close(reply) => finish(reply, Ok(())),
         }
     }
 }
 
+/// The segment appends go to.
+struct Active {
+    no: SegNo,
+    file: Arc<File>,
+    pos: u64,
+    cap: u64,
+}
+
 pub(crate) struct Writer {
-    pub rx: Receiver<Cmd>,
-    pub shared: Arc<Shared>,
-    pub opener: Opener,
-    pub db: Option<Arc<Database>>,
-    pub next_seq: Seq,
-    pub max_batch: usize,
-    /// When the oldest commit not yet fsync'd was made.
+    rx: Receiver<Cmd>,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    next_seq: Seq,
+    max_batch: usize,
+    /// `None` after a write failure until a new segment is rolled (`broken`).
+    active: Option<Active>,
+    broken: bool,
+    /// Lazy state records not yet written (only after a failed write).
+    lazy: Vec<u8>,
+    /// When the oldest lazy change not yet fsync'd was made.
     unsynced_since: Option<Instant>,
-    /// While `db` is `None`: earliest next reopen attempt, its backoff, and the error to answer.
+    /// While `active` is `None`: earliest next roll attempt, its backoff, the error to answer.
     retry_at: Option<Instant>,
     backoff: Duration,
     last_error: StorageError,
+    last_maintenance: Instant,
 }
 
 impl Writer {
     pub(crate) fn new(
         rx: Receiver<Cmd>,
         shared: Arc<Shared>,
-        opener: Opener,
-        db: Arc<Database>,
+        dir: PathBuf,
         next_seq: Seq,
+        active: Option<(SegNo, u64)>,
         max_batch: usize,
     ) -> Self {
+        let active = active.and_then(|(no, pos)| {
+            let index = shared.write();
+            let file = index.file(no)?;
+            let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
+            Some(Active { no, file, pos, cap })
+        });
         Writer {
             rx,
             shared,
-            opener,
-            db: Some(db),
+            dir,
             next_seq,
             max_batch: max_batch.max(1),
+            active,
+            broken: false,
+            lazy: Vec::new(),
             unsynced_since: None,
             retry_at: None,
             backoff: REOPEN_BACKOFF_MIN,
             last_error: StorageError::Closed,
+            last_maintenance: Instant::now(),
         }
     }
 
@@ -254,210 +251,358 @@ impl Writer {
                 let _ = reply.send(Ok(()));
                 return;
             }
+            if self.last_maintenance.elapsed() >= MAINTAIN_EVERY {
+                self.maintain();
+            }
         }
         self.shutdown();
     }
 
-    /// How long to wait for a command before doing timer work (flush or reopen).
+    /// How long to wait for a command before doing timer work (flush, roll, maintenance).
     fn timeout(&self) -> Option<Duration> {
-        if self.db.is_none() {
+        if self.broken {
             let at = self.retry_at.unwrap_or_else(Instant::now);
             return Some(at.saturating_duration_since(Instant::now()));
         }
-        self.unsynced_since
-            .map(|since| FLUSH_AFTER.saturating_sub(since.elapsed()))
+        let flush = self
+            .unsynced_since
+            .map(|since| FLUSH_AFTER.saturating_sub(since.elapsed()));
+        let maintain = self.maintenance_due().then_some(MAINTAIN_EVERY);
+        match (flush, maintain) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn tick(&mut self) {
-        if self.db.is_none() {
-            let _ = self.ensure_open();
-        } else if self.unsynced_since.is_some() {
+        if self.broken {
+            let _ = self.ensure_active(0);
+            return;
+        }
+        if self.unsynced_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER) {
             self.flush();
         }
+        self.maintain();
     }
 
     fn run_batch(&mut self, batch: Vec<Cmd>) {
-        match self.ensure_open() {
-            Ok(db) => {
-                if let Err(e) = self.commit_batch(db, batch) {
-                    self.broken(e);
-                }
-            }
-            Err(e) => batch.into_iter().for_each(|cmd| cmd.fail(&e)),
+        let lazy_only = batch.iter().all(Cmd::is_lazy);
+        let shared = self.shared.clone();
+        let (buf, effects, answers, next_seq) = {
+            let index = shared.read_unchecked();
+            let mut plan = Plan::new(&index, self.next_seq, super::ops::now_ms());
+            let answers: Vec<Finish> = batch.into_iter().map(|cmd| cmd.plan(&mut plan)).collect();
+            (plan.buf, plan.effects, answers, plan.next_seq)
+        };
+        if lazy_only {
+            self.lazy.extend_from_slice(&buf);
+            self.apply(effects, None);
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            // Written now (it survives `kill -9`), synced later; a failure keeps them waiting.
+            let _ = self.write(&[], false);
+            answers.into_iter().for_each(|a| a(Ok(())));
+            return;
         }
-    }
-
-    /// Applies and commits one batch and answers every command in it. Takes the handle by
-    /// value so it is released before a failure makes the caller close it.
-    fn commit_batch(&mut self, db: Arc<Database>, batch: Vec<Cmd>) -> Result<(), StorageError> {
-        let overdue = self.unsynced_since.is_some_and(|t| t.elapsed() >= FLUSH_AFTER);
-        let durable = overdue || batch.iter().any(Cmd::needs_fsync);
-        let level = if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        let mut txn = match db.begin_write().map_err(StorageError::from).and_then(|mut txn| {
-            txn.set_durability(level)?;
-            Ok(txn)
-        }) {
-            Ok(txn) => txn,
-            Err(e) => {
-                batch.into_iter().for_each(|cmd| cmd.fail(&e));
-                return Err(e);
-            }
-        };
-
-        let mut next_seq = self.next_seq;
-        let mut answers = Vec::with_capacity(batch.len());
-        let mut fatal = None;
-        match Tables::open(&txn) {
-            Err(e) => {
-                batch.into_iter().for_each(|cmd| cmd.fail(&e));
-                fatal = Some(e);
-            }
-            Ok(mut tables) => {
-                let now = ops::now_ms();
-                let mut cmds = batch.into_iter();
-                for cmd in cmds.by_ref() {
-                    let (answer, err) = cmd.apply(&mut tables, &mut next_seq, now);
-                    answers.push(answer);
-                    if err.is_some() {
-                        fatal = err;
-                        break;
-                    }
-                }
-                if let Some(e) = &fatal {
-                    cmds.for_each(|cmd| cmd.fail(e));
-                }
-            }
-        }
-
-        let result = match fatal {
-            // The transaction may be half-written: never commit it.
-            Some(e) => {
-                let _ = txn.abort();
-                Err(e)
-            }
-            None => {
-                txn.set_quick_repair(QUICK_REPAIR);
-                txn.commit().map_err(StorageError::from)
-            }
-        };
-        match &result {
-            Ok(()) => {
+        match self.write(&buf, true) {
+            Ok(base) => {
                 self.next_seq = next_seq;
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                if durable {
-                    self.unsynced_since = None;
-                } else {
-                    self.unsynced_since.get_or_insert_with(Instant::now);
-                }
+                self.apply(effects, Some(base));
+                answers.into_iter().for_each(|a| a(Ok(())));
             }
-            Err(e) => tracing::error!(error = %e, ops = answers.len(), "spool: write batch failed"),
+            Err(e) => {
+                tracing::error!(error = %e, ops = answers.len(), "spool: write batch failed");
+                answers.into_iter().for_each(|a| a(Err(&e)));
+            }
         }
-        for answer in answers {
-            answer(result.as_ref().map(|_| ()));
-        }
-        result
     }
 
-    /// An empty Immediate commit: makes every earlier non-durable commit durable.
-    fn flush(&mut self) {
-        let Some(db) = self.db.clone() else { return };
-        let result = db.begin_write().map_err(StorageError::from).and_then(|mut txn| {
-            txn.set_quick_repair(QUICK_REPAIR);
-            Ok(txn.commit()?)
-        });
-        drop(db);
+    /// Applies planned index changes; `base` is where the batch buffer landed (seg, offset).
+    fn apply(&self, effects: Vec<Effect>, base: Option<(SegNo, u64)>) {
+        let mut index = self.shared.write();
+        for effect in effects {
+            match effect {
+                Effect::Put(seq, mut entry, route) => {
+                    let Some((seg, at)) = base else { continue };
+                    entry.route = index.route_id(&route);
+                    entry.loc.seg = seg;
+                    entry.loc.at += at;
+                    index.put(seq, entry);
+                }
+                Effect::Update(rec) => {
+                    index.update(rec.seq, |e| apply_state(e, &rec));
+                }
+                Effect::Remove(seq) => {
+                    index.remove(seq);
+                }
+            }
+        }
+    }
+
+    /// Writes the waiting lazy records and then `buf` with one write, at the end of the active
+    /// segment (rolling a new one if needed), and syncs if `sync`. Returns where `buf` starts.
+    fn write(&mut self, buf: &[u8], sync: bool) -> Result<(SegNo, u64), StorageError> {
+        let len = (self.lazy.len() + buf.len()) as u64;
+        self.ensure_active(len)?;
+        let Some(active) = self.active.as_mut() else {
+            return Err(self.last_error.clone());
+        };
+        let start = active.pos;
+        let result = (|| {
+            fault(&self.shared)?;
+            if self.lazy.is_empty() {
+                active.file.write_all_at(buf, start)?;
+            } else {
+                // One write: the lazy records first, so they precede this batch in the log.
+                let mut all = std::mem::take(&mut self.lazy);
+                all.extend_from_slice(buf);
+                let r = active.file.write_all_at(&all, start);
+                all.truncate(all.len() - buf.len());
+                self.lazy = all;
+                r?;
+            }
+            if sync {
+                fault(&self.shared)?;
+                active.file.sync_data()?;
+            }
+            Ok::<_, std::io::Error>(())
+        })();
         match result {
             Ok(()) => {
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
-                self.unsynced_since = None;
+                let lazy_len = self.lazy.len() as u64;
+                self.lazy.clear();
+                active.pos += len;
+                let no = active.no;
+                if let Some(s) = self.shared.write().segments.get_mut(&no) {
+                    s.written = active.pos;
+                }
+                if sync {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    self.unsynced_since = None;
+                } else if len > 0 {
+                    self.unsynced_since.get_or_insert_with(Instant::now);
+                }
+                Ok((no, start + lazy_len))
             }
             Err(e) => {
-                tracing::error!(error = %e, "spool: flush failed");
-                self.broken(e);
+                let e = StorageError::from(e);
+                // The segment's state after a failed write or sync is unknown: cut the partial
+                // write off (best effort) and never write to it again.
+                let _ = segment::cut(&active.file, start);
+                self.active = None;
+                self.broken = true;
+                self.last_error = e.clone();
+                self.retry_at = None;
+                Err(e)
             }
         }
     }
 
-    /// The live handle, reopening it first if a failure closed it (rate-limited by backoff).
-    fn ensure_open(&mut self) -> Result<Arc<Database>, StorageError> {
-        if let Some(db) = &self.db {
-            return Ok(db.clone());
+    /// Makes sure there is an active segment with room for `len` more bytes, rolling a new one
+    /// when the current one is full or was abandoned (rate-limited by backoff after failures).
+    fn ensure_active(&mut self, len: u64) -> Result<(), StorageError> {
+        if let Some(a) = &self.active {
+            if a.pos + len <= a.cap {
+                return Ok(());
+            }
         }
-        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+        let recovering = self.broken;
+        if recovering && self.retry_at.is_some_and(|at| Instant::now() < at) {
             return Err(self.last_error.clone());
         }
-        match open_db(&self.opener) {
-            Ok((db, stored_next)) => {
-                // A failed commit may still have reached the disk: never hand out its seqs again.
-                self.next_seq = self.next_seq.max(stored_next);
-                let db = Arc::new(db);
-                self.shared.set_db(Some(db.clone()));
-                self.shared.reopens.fetch_add(1, Ordering::Relaxed);
-                self.db = Some(db.clone());
+        let no = self
+            .shared
+            .read_unchecked()
+            .segments
+            .keys()
+            .next_back()
+            .map_or(1, |n| n + 1);
+        let need = len + 64;
+        let created = fault(&self.shared)
+            .map_err(StorageError::from)
+            .and_then(|()| segment::create(&self.dir, no, self.next_seq, need));
+        match created {
+            Ok(file) => {
+                let file = Arc::new(file);
+                let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let pos = segment::header_len();
+                self.shared.write().segments.insert(
+                    no,
+                    Segment {
+                        file: file.clone(),
+                        live: 0,
+                        live_bytes: 0,
+                        written: pos,
+                    },
+                );
+                self.active = Some(Active { no, file, pos, cap });
+                self.broken = false;
+                if recovering {
+                    self.shared.reopens.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(segment = no, "spool: writing again after a storage error");
+                }
                 self.retry_at = None;
                 self.backoff = REOPEN_BACKOFF_MIN;
-                // Non-durable commits not made durable before the failure are gone.
-                self.unsynced_since = None;
-                tracing::warn!("spool: storage reopened after an error");
-                Ok(db)
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, retry_in = ?self.backoff, "spool: reopen failed");
-                self.retry_at = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                if recovering {
+                    tracing::error!(error = %e, retry_in = ?self.backoff, "spool: cannot write yet");
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.backoff = (self.backoff * 2).min(REOPEN_BACKOFF_MAX);
+                } else {
+                    // No room for a new segment: answer, and retry as after a failed write.
+                    self.active = None;
+                    self.broken = true;
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                }
                 self.last_error = e.clone();
                 Err(e)
             }
         }
     }
 
-    /// After a failed write redb latches the error until the handle is closed; drop it now so
-    /// the next command (or the retry timer) reopens and repairs the file.
-    fn broken(&mut self, err: StorageError) {
-        self.shared.set_db(None);
-        if let Some(db) = self.db.take() {
-            close_db(db);
+    /// Writes and syncs the waiting lazy records (and any written but unsynced ones).
+    fn flush(&mut self) {
+        match self.write(&[], true) {
+            Ok(_) => self.unsynced_since = None,
+            Err(e) => tracing::error!(error = %e, "spool: flush failed"),
         }
-        self.last_error = err;
-        self.retry_at = None;
+    }
+
+    fn maintenance_due(&self) -> bool {
+        let index = self.shared.read_unchecked();
+        let active = self.active.as_ref().map(|a| a.no);
+        index
+            .segments
+            .iter()
+            .next()
+            .is_some_and(|(&no, s)| Some(no) != active && (s.live == 0 || s.live_bytes * 4 < s.written))
+    }
+
+    /// Drops dead head segments; copies one step of live records out of a mostly-dead head.
+    fn maintain(&mut self) {
+        self.last_maintenance = Instant::now();
+        let Some(active) = self.active.as_ref().map(|a| a.no) else {
+            return;
+        };
+        loop {
+            let head = {
+                let index = self.shared.read_unchecked();
+                index
+                    .segments
+                    .iter()
+                    .next()
+                    .map(|(&no, s)| (no, s.live, s.live_bytes, s.written))
+            };
+            let Some((no, live, live_bytes, written)) = head else {
+                return;
+            };
+            if no == active {
+                return;
+            }
+            if live == 0 {
+                // Everything it held is removed or copied forward, by synced writes: drop it.
+                self.shared.write().segments.remove(&no);
+                if let Err(e) = std::fs::remove_file(segment::path(&self.dir, no)) {
+                    tracing::warn!(segment = no, error = %e, "spool: cannot remove an emptied segment");
+                }
+                continue;
+            }
+            if live_bytes * 4 < written {
+                self.copy_forward(no);
+            }
+            return;
+        }
+    }
+
+    /// Re-appends up to [`COPY_STEP`] bytes of segment `no`'s live events at the log's end.
+    fn copy_forward(&mut self, no: SegNo) {
+        let picks: Vec<(Seq, super::index::Entry, Arc<File>)> = {
+            let index = self.shared.read_unchecked();
+            let Some(file) = index.file(no) else { return };
+            let mut bytes = 0;
+            index
+                .entries
+                .iter()
+                .filter(|(_, e)| e.loc.seg == no)
+                .take_while(|(_, e)| {
+                    bytes += e.loc.record_len();
+                    bytes <= COPY_STEP || bytes == e.loc.record_len()
+                })
+                .map(|(&seq, e)| (seq, e.clone(), file.clone()))
+                .collect()
+        };
+        let mut buf = Vec::new();
+        let mut moves = Vec::new();
+        for (seq, e, file) in picks {
+            let len = e.loc.record_len() as usize;
+            let mut rec = vec![0u8; len];
+            if let Err(err) = file.read_exact_at(&mut rec, e.loc.at) {
+                tracing::error!(seq, error = %err, "spool: cannot read a record to copy forward");
+                return;
+            }
+            // The record as it was, then its current state, so a restart sees both in order.
+            let at = buf.len() as u64;
+            buf.extend_from_slice(&rec);
+            format::state(
+                &mut buf,
+                &StateRec {
+                    seq,
+                    state: e.state,
+                    attempts: e.attempts,
+                    next_attempt_at_ms: e.next_attempt_at_ms,
+                    updated_at_ms: e.updated_at_ms,
+                    last_error: e.last_error.as_deref().map(str::to_owned),
+                },
+            );
+            moves.push((seq, e.loc, at));
+        }
+        if moves.is_empty() {
+            return;
+        }
+        match self.write(&buf, true) {
+            Ok((seg, base)) => {
+                let mut index = self.shared.write();
+                for (seq, old, at) in moves {
+                    let Some(mut entry) = index.entries.get(&seq).cloned() else {
+                        continue;
+                    };
+                    if entry.loc.seg != old.seg || entry.loc.at != old.at {
+                        continue;
+                    }
+                    entry.loc = Loc {
+                        seg,
+                        at: base + at,
+                        layout: old.layout,
+                    };
+                    index.put(seq, entry);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "spool: copy-forward failed"),
+        }
     }
 
     fn shutdown(&mut self) {
-        if self.unsynced_since.is_some() {
+        if self.unsynced_since.is_some() || !self.lazy.is_empty() {
             self.flush();
         }
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.set_db(None);
-        if let Some(db) = self.db.take() {
-            close_db(db);
-        }
+        let mut index = self.shared.write();
+        *index = Index::default();
     }
 }
 
-/// Closes a handle once in-flight reads have let go of it. If they do not within the grace
-/// period, the last reader's drop closes it instead (and a reopen meanwhile fails and retries).
-fn close_db(mut db: Arc<Database>) {
-    let deadline = Instant::now() + READERS_GRACE;
-    loop {
-        match Arc::try_unwrap(db) {
-            Ok(db) => {
-                if let Err(e) = db.close() {
-                    tracing::warn!(error = %e, "spool: close reported an error; the next open repairs the file");
-                }
-                return;
-            }
-            Err(shared) if Instant::now() < deadline => {
-                db = shared;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(_) => {
-                tracing::warn!("spool: reads still hold the old handle; it closes when they finish");
-                return;
-            }
-        }
+impl Shared {
+    /// The index for the writer's own planning and upkeep (the writer is the only mutator, so
+    /// a read lock is enough and readers keep going meanwhile).
+    fn read_unchecked(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn fault(shared: &Shared) -> std::io::Result<()> {
+    if shared.fail_writes.load(Ordering::SeqCst) {
+        return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+    }
+    Ok(())
 }

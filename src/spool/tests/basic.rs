@@ -1,4 +1,4 @@
-use super::super::{ListQuery, RouteStats, State};
+use super::super::{ListQuery, RouteStats, SeenId, State};
 use super::{delivery, open, quarantined};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn transitions_update_pending_and_stats() {
         }
     );
     // Purged ids are gone from the journal; the rest stay.
-    let ids: Vec<String> = spool.ids_since(0).unwrap().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = super::ids(&spool);
     assert_eq!(ids, vec!["b".to_string()]);
 }
 
@@ -312,7 +312,7 @@ async fn ids_since_is_a_range_over_received_time() {
     spool.mark_dead(dead, 1, "x").await.unwrap();
 
     let all = spool.ids_since(0).unwrap();
-    let seen = |route: &str, id: &str, fingerprint: u64, received_at_ms: u64| crate::spool::SeenId {
+    let seen = |route: &str, id: &str, fingerprint: u64, received_at_ms: u64| SeenId {
         route: route.into(),
         id: id.into(),
         fingerprint,
@@ -321,10 +321,10 @@ async fn ids_since_is_a_range_over_received_time() {
     assert_eq!(
         all,
         vec![
-            seen("cen", "a", 0x1111, 1_000),
-            seen("cen", "b", 0x2222, 1_000),
-            seen("gw", "c", 0x1111, 2_000),
-            seen("gw", "d", 0x1111, 3_000),
+            seen("cen", "a", 0xf00d, 1_000),
+            seen("cen", "b", 0xf00e, 1_000),
+            seen("gw", "c", 0xf00d, 2_000),
+            seen("gw", "d", 0xf00d, 3_000),
         ]
     );
     assert_eq!(spool.ids_since(2_000).unwrap(), all[2..].to_vec());

@@ -43,7 +43,7 @@ async fn append_throughput() {
     }
 }
 
-/// Reopen time of a crash image of a ~60 MB spool (redb repairs it on open).
+/// Reopen time of a crash image of a ~60 MB spool (every record read and checked).
 /// `cargo test --release -- --ignored --nocapture crash_reopen_time`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
@@ -67,12 +67,98 @@ async fn crash_reopen_time() {
     for h in handles {
         h.await.unwrap();
     }
-    let image = tempfile::tempdir().unwrap();
-    let file = super::super::FILE_NAME;
-    std::fs::copy(dir.path().join(file), image.path().join(file)).unwrap();
-    let size = std::fs::metadata(image.path().join(file)).unwrap().len();
+    let image = super::crash_image(dir.path());
+    let size: u64 = std::fs::read_dir(image.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
     let start = Instant::now();
     let recovered = open(image.path());
     println!("crash image of {} MB reopened in {:?}", size >> 20, start.elapsed());
     assert_eq!(recovered.stats().unwrap().routes["r"].pending, 64 * 800);
+}
+
+/// Issue 11's figures, through the Spool API: appends/s with 32 concurrent appenders of 2.5 KB,
+/// bytes on disk per event, then the start-up with N events stored (half pending): open
+/// (read and check every record) and the duplicate memory's `ids_since`. N defaults to 1M.
+/// `SPOOL_BENCH_DIR=/work/x SPOOL_BENCH_N=1000000 cargo test --release --lib -- --ignored --nocapture start_up_with_many_events`
+/// (under `strace -f -c -e trace=fdatasync,fsync,write,pwrite64` for the syscall counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn start_up_with_many_events() {
+    let n: usize = std::env::var("SPOOL_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let base = std::env::var("SPOOL_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let spool = open(dir.path());
+    let body = bytes::Bytes::from(vec![b'x'; 2500]);
+    let tasks = 32;
+    let commits = spool.commits();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let spool = spool.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..n / tasks {
+                    let mut d = delivery("r", &[&format!("{t}-{i}")], 1_700_000_000_000 + i as u64);
+                    d.body = body.clone();
+                    seqs.push(spool.append(d).await.unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for h in handles {
+        seqs.extend(h.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let batches = spool.commits() - commits;
+    println!(
+        "{} appends of 2.5 KB by {tasks} tasks in {secs:.1}s = {:.0}/s, {batches} batches ({:.1} events each)",
+        seqs.len(),
+        seqs.len() as f64 / secs,
+        seqs.len() as f64 / batches as f64
+    );
+    seqs.sort_unstable();
+    for &seq in seqs.iter().step_by(2) {
+        spool.mark_delivered(seq).await.unwrap();
+    }
+    spool.close().await;
+    let mut blocks = 0;
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        use std::os::unix::fs::MetadataExt;
+        blocks += e.unwrap().metadata().unwrap().blocks() * 512;
+    }
+    println!(
+        "on disk: {} MB, {:.0} B per event ({:.2}x the 2.5 KB body)",
+        blocks >> 20,
+        blocks as f64 / seqs.len() as f64,
+        blocks as f64 / seqs.len() as f64 / 2500.0
+    );
+    drop(spool);
+
+    for cache in ["warm", "again"] {
+        let start = Instant::now();
+        let spool = open(dir.path());
+        let opened = start.elapsed();
+        let ids = spool.ids_since(0).unwrap().len();
+        let rebuilt = start.elapsed();
+        let first = spool.pending("r", None, 200).unwrap().len();
+        let rss = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS"))
+            .unwrap_or("")
+            .to_string();
+        println!(
+            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; {rss}",
+            start.elapsed(),
+            spool.stats().unwrap().routes["r"].pending
+        );
+    }
 }

@@ -35,7 +35,7 @@ async fn compact_removes_only_delivered_older_than_retention() {
     }
     let rs = &spool.stats().unwrap().routes["r"];
     assert_eq!((rs.pending, rs.delivered, rs.dead, rs.quarantined), (1, 0, 1, 1));
-    let ids: Vec<String> = spool.ids_since(0).unwrap().into_iter().map(|s| s.id).collect();
+    let ids: Vec<String> = super::ids(&spool);
     assert_eq!(ids, vec!["c".to_string(), "d".to_string()]);
 }
 
