@@ -117,7 +117,13 @@ async fn one_batch_carrying_one_id_with_two_contents_delivers_both() {
     assert_eq!(String::from_utf8_lossy(&got[0].body), format!("[{a},{b}]"));
     assert_eq!(
         got[0].header("x-pushgate-conflict"),
-        Some(format!("-,first-fingerprint={}", support::fingerprint_hex("mastercard-cen", &format!("[{a}]"))).as_str())
+        Some(
+            format!(
+                "-,first-fingerprint={}",
+                support::fingerprint_hex("mastercard-cen", &format!("[{a}]"))
+            )
+            .as_str()
+        )
     );
     assert_eq!(events_metric(&gate, "batch", "conflict").await, 1.0);
     assert_eq!(events_metric(&gate, "batch", "duplicate").await, 4.0);

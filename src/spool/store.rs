@@ -55,6 +55,9 @@ impl Spool {
     /// (a torn last write, a flipped byte) is reported in one log line and by [`Spool::damaged`].
     pub fn open(dir: &Path, opts: SpoolOptions) -> Result<Spool, StorageError> {
         std::fs::create_dir_all(dir)?;
+        // One process at a time: a second opener (a `-u` successor, `pushgate spool`) would
+        // index the log while this one still appends to it, and never see the rest.
+        let lock = lock_dir(dir)?;
         migrate::run(dir)?;
         let started = std::time::Instant::now();
         let scanned = segment::scan(dir)?;
@@ -106,9 +109,11 @@ impl Spool {
             Some(active),
             opts.max_batch,
         );
-        let thread = std::thread::Builder::new()
-            .name("spool-writer".into())
-            .spawn(move || writer.run())?;
+        let thread = std::thread::Builder::new().name("spool-writer".into()).spawn(move || {
+            // Held until the writer stops (close, or the last handle dropped).
+            let _lock = lock;
+            writer.run()
+        })?;
         Ok(Spool {
             inner: Arc::new(Inner {
                 tx: Some(tx),
@@ -242,6 +247,12 @@ impl Spool {
     /// Later calls return [`StorageError::Closed`]. Idempotent.
     pub async fn close(&self) {
         let _ = self.call(Cmd::Close).await;
+        // The writer answers just before it stops; once its thread is gone the directory's
+        // lock is free, so a successor (or a test) can open it as soon as this returns.
+        let thread = self.inner.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Pending deliveries of `route` in seq order, after `after` (exclusive), at most `limit`.
@@ -427,4 +438,25 @@ fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
         meta.last_error = Some(err.to_string());
     }
     Ok(meta)
+}
+
+/// The file whose advisory lock marks the directory as in use (`flock`; the kernel drops it
+/// when the process dies, so a `kill -9` leaves nothing to clean up).
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the directory's lock, or says who is in the way.
+fn lock_dir(dir: &Path) -> Result<File, StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Io(format!(
+            "{} is in use by another process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }

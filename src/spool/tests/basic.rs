@@ -330,3 +330,20 @@ async fn ids_since_is_a_range_over_received_time() {
     assert_eq!(spool.ids_since(2_000).unwrap(), all[2..].to_vec());
     assert!(spool.ids_since(3_001).unwrap().is_empty());
 }
+
+/// Regression: the segment log had no lock, so a `-u` successor indexed the log while the old
+/// process still appended, and never delivered the rest (tests/operations.rs,
+/// graceful_upgrade_loses_no_request).
+#[tokio::test]
+async fn a_second_opener_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let refused = super::super::Spool::open(dir.path(), super::opts())
+        .err()
+        .expect("the directory is in use");
+    assert!(refused.to_string().contains("in use by another process"), "{refused}");
+    first.append(delivery("r", &["A"], 1)).await.unwrap();
+    first.close().await;
+    let second = open(dir.path());
+    assert_eq!(second.pending("r", None, 10).unwrap().len(), 1);
+}
