@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Write as _;
 use std::ops::Range;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -167,6 +168,7 @@ pub(super) fn walk<'p, 'de>(
         found: (0..find.slots()).map(|_| None).collect(),
         duplicate: None,
         repeated: false,
+        pool: Vec::new(),
         elements: None,
         elements_slot: None,
     };
@@ -183,6 +185,7 @@ pub(super) fn elements<'de>(text: &'de str, pointer: &Paths) -> Result<Vec<&'de 
         found: vec![None],
         duplicate: None,
         repeated: false,
+        pool: Vec::new(),
         elements: None,
         elements_slot: Some(0),
     };
@@ -226,6 +229,9 @@ pub(super) fn syntax(e: &serde_json::Error) -> String {
     format!("{kind} error at line {} column {}", e.line(), e.column())
 }
 
+/// An object's canonical member values and their keys, while it is being walked.
+type Pool<'de> = (Vec<u8>, Vec<(Cow<'de, str>, Range<usize>)>);
+
 struct State<'p, 'de> {
     find: &'p Paths,
     found: Vec<Option<Found<'de>>>,
@@ -233,6 +239,8 @@ struct State<'p, 'de> {
     duplicate: Option<usize>,
     /// Set before the walk is stopped for a repeated member name.
     repeated: bool,
+    /// Object buffers for reuse (see `visit_map`).
+    pool: Vec<Pool<'de>>,
     /// The batch's elements, once the `elements_slot` pointer is reached.
     elements: Option<Vec<&'de RawValue>>,
     elements_slot: Option<usize>,
@@ -268,9 +276,13 @@ impl<'p, 'w, 'de> Walk<'p, 'w, 'de> {
         }
     }
 
-    fn number(mut self, text: String) -> Self {
-        self.write(|out| out.extend_from_slice(text.as_bytes()));
-        self.capture(|| Found::Num(text));
+    /// `n` is what serde_json::Number displays: written without an allocation.
+    fn number(mut self, n: impl fmt::Display) -> Self {
+        self.write(|out| {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{n}");
+        });
+        self.capture(|| Found::Num(n.to_string()));
         self
     }
 
@@ -332,19 +344,19 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<(), E> {
-        self.number(v.to_string());
+        self.number(v);
         Ok(())
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<(), E> {
-        self.number(v.to_string());
+        self.number(v);
         Ok(())
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
         // The text serde_json::Number displays: the shortest that reads back as `v`.
         let n = serde_json::Number::from_f64(v).ok_or_else(|| E::custom("non-finite number"))?;
-        self.number(n.to_string());
+        self.number(n);
         Ok(())
     }
 
@@ -406,9 +418,9 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
         self.capture(|| Found::Other);
         let (find, drop) = (self.find, self.drop);
         let Walk { out, state, .. } = self;
-        // Members' canonical values, written one after the other, then sorted by key.
-        let mut scratch = Vec::new();
-        let mut members: Vec<(Cow<'de, str>, Range<usize>)> = Vec::new();
+        // Members' canonical values, written one after the other, then sorted by key. The
+        // buffers come from the walk's pool: one pair per nesting depth, not per object.
+        let (mut scratch, mut members) = state.pool.pop().unwrap_or_default();
         // Which of this node's children were met, to refuse a second one.
         let mut met: Vec<usize> = Vec::new();
         while let Some(key) = map.next_key_seed(Key)? {
@@ -456,6 +468,9 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
             }
             out.push(b'}');
         }
+        scratch.clear();
+        members.clear();
+        state.pool.push((scratch, members));
         Ok(())
     }
 }
