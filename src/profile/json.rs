@@ -4,8 +4,10 @@
 //!
 //! Why by hand over serde's `Deserializer` rather than `Value` + `Value::pointer`: the body is
 //! forwarded as bytes, so a tree of the whole body was only ever read at two or three paths.
-//! Measured with callgrind on the unit-test-sized loop in `tests::walk_cost` (docs/profiles.md,
-//! "What extraction costs"): see the numbers written there.
+//! Measured (callgrind, release, examples/samples/xbs-status-change.json, 1,367 bytes): finding
+//! the ids this way takes ~18k instructions and 4 allocations, against ~61k and 100 for the
+//! `Value`; with the canonical JSON and its SHA-256 for the fingerprint, 112k and 29.
+//! docs/profiles.md, "What extraction costs", has the table and the method.
 
 use std::borrow::Cow;
 use std::fmt;
