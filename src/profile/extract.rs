@@ -651,6 +651,23 @@ mod tests {
         assert_eq!(a.fingerprint, u64::from_be_bytes(digest[..8].try_into().unwrap()));
     }
 
+    /// `hash_exclude` without the same `volatile`: the content id and the fingerprint are two
+    /// canonical forms, each without its own members.
+    #[test]
+    fn content_ids_and_fingerprints_exclude_independently() {
+        let s = EventSpec {
+            hash_exclude: vec!["sentAt".into()],
+            volatile: vec![],
+            ..cen_spec()
+        };
+        let a = one(&s, r#"[{"n":1,"sentAt":"t1"}]"#);
+        let b = one(&s, r#"[{"n":1,"sentAt":"t2"}]"#);
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.fingerprint, b.fingerprint, "sentAt is content to the fingerprint");
+        let digest = Sha256::digest(br#"{"n":1}"#);
+        assert_eq!(a.id.as_str(), format!("sha256:{}", hex::encode(digest)));
+    }
+
     #[test]
     fn fingerprints_leave_out_volatile_members_only() {
         let s = EventSpec {

@@ -511,25 +511,4 @@ mod tests {
             assert_eq!((status, ct, body.len()), (200, None, 0), "{name}");
         }
     }
-
-    /// What one extraction costs, for docs/profiles.md ("What extraction costs"): run under
-    /// valgrind (dhat for allocations, callgrind for instructions) with
-    /// `EXTRACT_COST=<profile>:<sample file>` and `--ignored --exact`.
-    #[test]
-    #[ignore]
-    fn extract_cost() {
-        let Ok(which) = std::env::var("EXTRACT_COST") else {
-            return;
-        };
-        let (profile, file) = which.split_once(':').unwrap();
-        let n: usize = std::env::var("EXTRACT_COST_N").map_or(1000, |v| v.parse().unwrap());
-        let spec = preset_only(profile).spec;
-        let body = sample(file);
-        let headers = http::HeaderMap::new();
-        let mut events = 0;
-        for _ in 0..n {
-            events += extract(&spec, &body, &headers).unwrap().events.len();
-        }
-        assert_eq!(events % n, 0);
-    }
 }
