@@ -155,19 +155,23 @@ async fn xbs_documented_shapes_reach_the_app_exactly_and_once() {
     }
 }
 
-/// Mastercard's rule is "ignore notifications with the same eventRef", and pushgate keeps it
-/// for RFI too: a second RFI push that reused an eventRef for another request would be
-/// dropped. The published samples reuse one eventRef across RFI examples; if that happens in
-/// production, key the route on `events: { id_pointer: [...] }` instead (docs/profiles.md).
+/// The published samples reuse one eventRef across RFI requests: a second RFI push that
+/// reuses an eventRef for another request is not a duplicate but a conflict (docs/profiles.md),
+/// delivered flagged; its exact re-send is a duplicate.
 #[tokio::test(flavor = "multi_thread")]
-async fn rfi_reusing_an_event_ref_is_a_duplicate_by_mastercards_rule() {
+async fn rfi_reusing_an_event_ref_for_another_request_reaches_the_app_as_a_conflict() {
     let s = Setup::new().await;
     let first = sample("xbs-rfi.json");
     let mut other: serde_json::Value = serde_json::from_slice(&first).unwrap();
     other["notification"]["requestId"] = "RFI-SAMPLE-000002".into();
+    let other = other.to_string();
     s.ok(XBS, &[], first).await;
-    s.ok(XBS, &[], other.to_string()).await;
-    assert_eq!(s.received("/app/xbs").len(), 1);
+    s.ok(XBS, &[], other.clone()).await;
+    s.ok(XBS, &[], other.clone()).await;
+    let got = s.received("/app/xbs");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body, other.as_bytes());
+    assert!(got[1].header("x-pushgate-conflict").is_some());
 }
 
 // ---- Cross-Border JWE ------------------------------------------------------------------------
@@ -315,23 +319,22 @@ async fn cen_batch_elements_reach_the_app_as_written() {
     assert_eq!(ids[2], "c0ffee00-5a3e-4d6b-9f21-000000000001");
 }
 
-/// Re-pushed CEN notifications differ only in `pushStatus` (and maybe layout); they are
-/// dropped whether they come in the same batch or a later one.
+/// Repeated CEN notifications are dropped whether they come in the same batch or a later one;
+/// another notification under a seen idempotencyKey is delivered as a conflict. (Re-pushes that
+/// differ only in `pushStatus` are the fingerprint's concern: see docs/profiles.md.)
 #[tokio::test(flavor = "multi_thread")]
 async fn cen_duplicates_inside_and_across_batches() {
     let s = Setup::new().await;
     let elements = raw_elements(&sample("cen-batch.json"));
     let (auth, clearing, token) = (&elements[0], &elements[1], &elements[2]);
-    let mut auth_again: serde_json::Value = serde_json::from_str(auth).unwrap();
-    auth_again["pushStatus"] = "DELIVERED".into();
-    let auth_again = serde_json::to_string(&auth_again).unwrap();
+    let auth_again = auth.to_string();
     let mut token_again: serde_json::Value = serde_json::from_str(token).unwrap();
     token_again["createdTimestamp"] = "2025-01-21T08:30:05.000Z".into();
     let token_again = serde_json::to_string(&token_again).unwrap();
 
     // One batch holding one notification twice.
     s.ok(CEN, &[], array_of(&[auth, &auth_again, clearing])).await;
-    // A later batch: a repeat, another copy of the token event (same idempotencyKey), a new one.
+    // A later batch: a repeat, a new one, and another token event under its idempotencyKey.
     s.ok(CEN, &[], array_of(&[clearing, token, &token_again])).await;
     // All seen: 200, no body, nothing forwarded.
     let (status, ct, body) = s.post(CEN, &[], array_of(&[&auth_again, token, clearing])).await;
@@ -340,8 +343,16 @@ async fn cen_duplicates_inside_and_across_batches() {
     let got = s.received("/app/cen");
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].body, array_of(&[auth, clearing]).as_bytes());
-    assert_eq!(got[1].body, array_of(&[token]).as_bytes());
-    assert_eq!(event_ids(&got[1]), ["c0ffee00-5a3e-4d6b-9f21-000000000001"]);
+    assert_eq!(got[1].body, array_of(&[token, &token_again]).as_bytes());
+    assert_eq!(
+        event_ids(&got[1]),
+        [
+            "c0ffee00-5a3e-4d6b-9f21-000000000001",
+            "c0ffee00-5a3e-4d6b-9f21-000000000001"
+        ]
+    );
+    let conflict = got[1].header("x-pushgate-conflict").unwrap_or("");
+    assert!(conflict.starts_with("-,first-fingerprint="), "{conflict}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -454,16 +465,14 @@ async fn ethoca_alerts_are_forwarded_per_alert_and_acknowledged_each() {
     let body = sample("ethoca-alerts.json");
     s.ok(ETHOCA, &[], body.clone()).await;
     let a3 = alert("A0SAMPLE0000000000000003Z");
+    // Re-sent alerts are the sample's own (another content under a seen alertId is a conflict).
+    let sent = raw_alerts(&body);
+    let (a1, a2) = (sent[0], sent[1]);
 
     // An old alert, a new one, and the new one again in the same push.
-    s.ok(ETHOCA, &[], alerts(&[&alert("A0SAMPLE0000000000000001Z"), &a3, &a3]))
-        .await;
+    s.ok(ETHOCA, &[], alerts(&[a1, &a3, &a3])).await;
     // Everything seen: pushgate answers itself, acknowledging each alert with SUCCESS.
-    let all = alerts(&[
-        &alert("A0SAMPLE0000000000000002Z"),
-        &alert("A0SAMPLE0000000000000001Z"),
-        &a3,
-    ]);
+    let all = alerts(&[a2, a1, &a3]);
     let (status, ct, answer) = s.post(ETHOCA, &[], all).await;
     assert_eq!((status, ct.as_str()), (200, "application/json"));
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
