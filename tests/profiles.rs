@@ -169,19 +169,23 @@ async fn xbs_documented_shapes_reach_the_app_exactly_and_once() {
     }
 }
 
-/// Mastercard's rule is "ignore notifications with the same eventRef", and pushgate keeps it
-/// for RFI too: a second RFI push that reused an eventRef for another request would be
-/// dropped. The published samples reuse one eventRef across RFI examples; if that happens in
-/// production, key the route on `events: { id_pointer: [...] }` instead (docs/profiles.md).
+/// The published samples reuse one eventRef across RFI requests: a second RFI push that
+/// reuses an eventRef for another request is not a duplicate but a conflict (docs/profiles.md),
+/// delivered flagged; its exact re-send is a duplicate.
 #[tokio::test(flavor = "multi_thread")]
-async fn rfi_reusing_an_event_ref_is_a_duplicate_by_mastercards_rule() {
+async fn rfi_reusing_an_event_ref_for_another_request_reaches_the_app_as_a_conflict() {
     let s = Setup::new().await;
     let first = sample("xbs-rfi.json");
     let mut other: serde_json::Value = serde_json::from_slice(&first).unwrap();
     other["notification"]["requestId"] = "RFI-SAMPLE-000002".into();
+    let other = other.to_string();
     s.ok(XBS, &[], first).await;
-    s.ok(XBS, &[], other.to_string()).await;
-    assert_eq!(s.received("/app/xbs").len(), 1);
+    s.ok(XBS, &[], other.clone()).await;
+    s.ok(XBS, &[], other.clone()).await;
+    let got = s.received("/app/xbs");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body, other.as_bytes());
+    assert!(got[1].header("x-pushgate-conflict").is_some());
 }
 
 // ---- Cross-Border JWE ------------------------------------------------------------------------
@@ -492,16 +496,14 @@ async fn ethoca_alerts_are_forwarded_per_alert_and_acknowledged_each() {
     let body = sample("ethoca-alerts.json");
     s.ok(ETHOCA, &[], body.clone()).await;
     let a3 = alert("A0SAMPLE0000000000000003Z");
+    // Re-sent alerts are the sample's own (another content under a seen alertId is a conflict).
+    let sent = raw_alerts(&body);
+    let (a1, a2) = (sent[0], sent[1]);
 
     // An old alert, a new one, and the new one again in the same push.
-    s.ok(ETHOCA, &[], alerts(&[&alert("A0SAMPLE0000000000000001Z"), &a3, &a3]))
-        .await;
+    s.ok(ETHOCA, &[], alerts(&[a1, &a3, &a3])).await;
     // Everything seen: pushgate answers itself, acknowledging each alert with SUCCESS.
-    let all = alerts(&[
-        &alert("A0SAMPLE0000000000000002Z"),
-        &alert("A0SAMPLE0000000000000001Z"),
-        &a3,
-    ]);
+    let all = alerts(&[a2, a1, &a3]);
     let (status, ct, answer) = s.post(ETHOCA, &[], all).await;
     assert_eq!((status, ct.as_str()), (200, "application/json"));
     let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();

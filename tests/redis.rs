@@ -66,6 +66,11 @@ fn deliveries(app: &App) -> HashMap<String, usize> {
 }
 
 async fn wait_connected(gate: &Pushgate) {
+    // The admin listener may bind a moment after the notification listener the start waited for.
+    eventually(20, "admin listening", || {
+        std::net::TcpStream::connect(gate.admin).is_ok()
+    })
+    .await;
     eventually(20, "redis connected", || {
         let (_, body) = support::block_on(admin(gate.admin, "GET", "/readyz"));
         body.contains("\"dedupe\":true")

@@ -63,14 +63,18 @@ return out
 "#;
 
 /// Marks every key seen: ARGV[1] `set` (the event is safe: unconditional) or `nx` (a write
-/// deferred while Redis was away: only where no replica wrote since), ARGV[2] the TTL in ms,
-/// ARGV[2 + i] the value for KEYS[i].
+/// deferred while Redis was away: only where no replica wrote since, the key absent or holding
+/// this instance's own claim, ARGV[3], taken by a call whose answer was lost), ARGV[2] the TTL
+/// in ms, ARGV[3 + i] the value for KEYS[i].
 const COMMIT_LUA: &str = r#"
 for i, k in ipairs(KEYS) do
-  if ARGV[1] == 'nx' then
-    redis.call('SET', k, ARGV[2 + i], 'NX', 'PX', ARGV[2])
-  else
-    redis.call('SET', k, ARGV[2 + i], 'PX', ARGV[2])
+  local write = ARGV[1] ~= 'nx'
+  if not write then
+    local v = redis.call('GET', k)
+    write = (not v) or v == ARGV[3]
+  end
+  if write then
+    redis.call('SET', k, ARGV[3 + i], 'PX', ARGV[2])
   end
 end
 return #KEYS
@@ -462,8 +466,9 @@ impl RedisSeen {
     /// the same id, it is storing the same event; our `seen` makes its release a no-op and
     /// its commit rewrites `seen`, and the worst outcome is the app getting the event from
     /// both (delivery is at least once). Refreshing the TTL of an already-seen id is
-    /// harmless. `only_new` (writes deferred while Redis was away) leaves any key that a
-    /// replica wrote meanwhile as it is.
+    /// harmless. `only_new` (writes deferred while Redis was away) leaves any key that another
+    /// replica wrote meanwhile as it is, but replaces this instance's own claim (a claim call
+    /// that reached Redis though its answer did not come back in time).
     pub async fn commit_batch(&self, entries: &[([u8; 16], u64)], only_new: bool) -> Result<(), RedisError> {
         if entries.is_empty() {
             return Ok(());
@@ -482,7 +487,7 @@ impl RedisSeen {
         let mode = if only_new { "nx" } else { "set" };
         let _: Vec<i64> = self
             .script_over(&COMMIT, &rkeys, |inv, range| {
-                inv.arg(mode).arg(self.inner.ttl_ms);
+                inv.arg(mode).arg(self.inner.ttl_ms).arg(&self.inner.claim_value);
                 for v in &values[range] {
                     inv.arg(v);
                 }
@@ -974,8 +979,14 @@ mod tests {
         );
         assert_eq!(got[1], Answer::Claimed);
 
-        // Only ours: a deferred write (`nx`) leaves what a replica wrote since.
-        b.commit_batch(&[(k(1), 7), (k(3), 7)], true).await.unwrap();
+        // Only ours: a deferred write (`nx`) leaves what a replica wrote since, but replaces
+        // a claim of its own whose answer was lost.
+        assert_eq!(b.try_claim(k(4)).await.unwrap(), RemoteClaim::Claimed);
+        b.commit_batch(&[(k(1), 7), (k(3), 7), (k(4), 9)], true).await.unwrap();
+        assert!(matches!(
+            a.claim_batch(&[k(4)]).await.unwrap()[0],
+            Answer::Seen { fingerprint: 9, .. }
+        ));
         let v: String = redis::cmd("GET").arg(name).query_async(&mut r).await.unwrap();
         assert_eq!(v, "seen:0123456789abcdef");
         assert!(matches!(
