@@ -1,7 +1,8 @@
 //! What `sign:` costs per delivery: builds the app's request head for a 2.5 KB body with no
 //! signing, one secret and two secrets, and prints the time per head and the difference.
 //!
-//! `cargo run --release --example sign_cost [ITERATIONS]` (default 200000).
+//! `cargo run --release --example sign_cost [ITERATIONS]` (default 200000). Wall time: run it
+//! on an idle machine.
 
 use std::time::Instant;
 

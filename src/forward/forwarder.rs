@@ -145,6 +145,16 @@ impl BackgroundService for Forwarder {
         for route in self.shared.routes().iter() {
             self.handle.ensure(route.name.as_str());
         }
+        // The stale guard's memory is rebuilt from the store now, not on each guarded route's
+        // first event, which would otherwise wait for it (src/stale.rs).
+        let (shared, store) = (self.shared.clone(), spool.clone());
+        tokio::spawn(async move {
+            for route in shared.routes().iter().filter(|r| r.stale.is_some()) {
+                if let Err(e) = shared.stale.judge(&store, route, &[]).await {
+                    tracing::warn!(route = %route.name, error = %e, "stale guard: cannot rebuild yet; retried on the next event");
+                }
+            }
+        });
         let mut stats = tokio::time::interval(STATS_EVERY);
         let mut compact = tokio::time::interval(COMPACT_EVERY);
         let mut reopens = spool.reopens();
