@@ -31,8 +31,9 @@
 #   BENCH_QUIET_WAIT (300: seconds to wait at the start for the 1-minute load average to drop
 #   below BENCH_QUIET_LOAD), BENCH_SCENARIO_WAIT (30: the same before each scenario),
 #   BENCH_QUICK=1 (smoke run: 3 s windows, 20,000 + 10,000 ids, no waiting for load),
-#   BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1, OHA (path of an oha binary).
-# Output: a markdown table on stdout and in bench/results/<date>.md; raw oha / loadgen JSON in
+#   BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1, OHA (path of an oha binary),
+#   BENCH_DEBUG=1 (debug binaries: only to check the script itself, the figures mean nothing).
+# Output: a markdown table on stdout and in bench/results/<date>[-quick][-debug].md; raw oha / loadgen JSON in
 # the temp dir (kept with BENCH_KEEP=1).
 #
 # Loopback only; every load run is bounded in time (and the id runs in count too).
@@ -91,13 +92,16 @@ for port in $NGINX_PORT $PUSHGATE_PORT $ADMIN_PORT $APP_PORT $SLOW_APP_PORT $DOW
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then die "port $port is in use (set BENCH_*_PORT)"; fi
 done
 
+BUILD=release
+[[ ${BENCH_DEBUG:-0} == 1 ]] && BUILD=debug
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    log "building (release)"
-    cargo build --release --locked --bin pushgate --example loadgen --example app >&2
+    log "building ($BUILD)"
+    cargo build $([[ $BUILD == release ]] && echo --release) --locked --bin pushgate --example loadgen --example app >&2
 fi
-PUSHGATE=$ROOT/target/release/pushgate
-LOADGEN=$ROOT/target/release/examples/loadgen
-APP=$ROOT/target/release/examples/app
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$BUILD
+PUSHGATE=$BIN/pushgate
+LOADGEN=$BIN/examples/loadgen
+APP=$BIN/examples/app
 
 WORK=$(mktemp -d /tmp/pushgate-bench.XXXXXX)
 RES=$WORK/results
@@ -462,7 +466,7 @@ stop_server
 
 # ---- report ------------------------------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
-OUT=$ROOT/bench/results/$(date -u +%Y-%m-%d).md
-python3 "$ROOT/bench/report.py" "$RES" "$THREADS" "$CONNS" "$("$OHA" --version)" >"$OUT"
+OUT=$ROOT/bench/results/$(date -u +%Y-%m-%d)$([[ ${BENCH_QUICK:-0} == 1 ]] && echo -quick)$([[ $BUILD == debug ]] && echo -debug).md
+python3 "$ROOT/bench/report.py" "$RES" "$THREADS" "$CONNS" "$("$OHA" --version)" "$BUILD" >"$OUT"
 cat "$OUT"
 log "written to ${OUT#"$ROOT"/}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Markdown report for bench/compare.sh: reads the oha and loadgen JSON results of one run.
 
-Usage: report.py RESULTS_DIR THREADS CONNECTIONS OHA_VERSION  (prints markdown on stdout)
+Usage: report.py RESULTS_DIR THREADS CONNECTIONS OHA_VERSION BUILD  (prints markdown on stdout)
 """
 import datetime
 import json
@@ -10,7 +10,7 @@ import platform
 import subprocess
 import sys
 
-RES, THREADS, CONNS, OHA = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+RES, THREADS, CONNS, OHA, BUILD = sys.argv[1:6]
 
 SCENARIOS = [
     ("keepalive", f"1. keep-alive, max rate ({CONNS} conns, closed loop)"),
@@ -116,7 +116,9 @@ p(f"- machine: {os.cpu_count()} CPUs, {cpu_model()}, Linux {platform.release()}"
 p(f"- client: {OHA} (the same binary and arguments for both servers)")
 p(f"- nginx: {sh('nginx -v 2>&1').replace('nginx version: ', '')}, "
   f"{THREADS} workers, `ssl_verify_client on` + `map $ssl_client_s_dn` + `proxy_pass` (keep-alive upstream)")
-p(f"- pushgate: {sh('git rev-parse --short HEAD')}, release, `server.threads: {THREADS}`, `ack: spool` "
+if BUILD != "release":
+    p(f"- **{BUILD} build (BENCH_DEBUG=1): a check of the script, not a measurement**")
+p(f"- pushgate: {sh('git rev-parse --short HEAD')}, {BUILD}, `server.threads: {THREADS}`, `ack: spool` "
   "(fsync before 200, group commit), mastercard-xbs profile, PROD DN pinned, log level info")
 p("- both: 127.0.0.1, ECDSA P-256 server cert from `pushgate dev-certs`, client cert xbs-prod, "
   "~2.5 KB body, the same example app behind; each body line has its own eventRef and oha picks "
