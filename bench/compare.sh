@@ -7,7 +7,7 @@
 # pushgate runs `ack: spool` (200 once the event is fsync'd, the app gets it in the background),
 # with the same PROD DN pinned and the same app behind it. Both listen on loopback with the
 # same ECDSA P-256 server certificate and `THREADS` workers, and are driven back to back by oha
-# (a pinned crates.io release, installed with `cargo install` when missing) with the xbs-prod
+# (a pinned release, installed with `cargo install` when missing) with the xbs-prod
 # client certificate and ~2.5 KB Cross-Border status changes, one per line of a bodies file in
 # which every line has its own eventRef (oha -Z picks a line at random for each request: see
 # BENCHMARKS.md for what that means for duplicates, and the duplicate count in the report).
