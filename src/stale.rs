@@ -366,6 +366,7 @@ mod tests {
                         .append(crate::spool::NewDelivery {
                             route: "xbs".into(),
                             event_ids: vec![format!("E{i}")],
+                            fingerprints: vec![i as u64],
                             ordering_key: Some(format!("T{}", i % 5000)),
                             received_at_ms: now,
                             client_dn: None,

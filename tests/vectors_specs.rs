@@ -13,13 +13,6 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use support::{App, Pki, Pushgate, Received, Sender};
 
-/// Set to `true` once the conflict-aware dedupe (issue 12, another branch) is merged: then an
-/// example that reuses an id with different content (Cross-Border status-change samples 1–6,
-/// the RFI samples) must reach the app too, flagged `X-Pushgate-Conflict`. Without it pushgate
-/// keeps Mastercard's documented rule ("ignore notifications with the same eventRef") and only
-/// the first of them is delivered.
-const CONFLICT_DEDUPE_MERGED: bool = false;
-
 const PROD_DN: &str = "CN=CrossborderServicesNotification-prod.mastercard.com, OU=admin, O=MasterCard International Incorporated, L=O'Fallon, ST=Missouri, C=US";
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -229,13 +222,13 @@ async fn published_examples_are_answered_and_delivered_once() {
             println!("vector {profile}/{}: answered {status}", push.file);
         }
         // 2. Every distinct example reaches the app. Examples sharing an id the spec defines
-        // (Cross-Border's eventRef) are distinct notifications too; before the conflict-aware
-        // dedupe is merged only the first of them is delivered.
+        // (Cross-Border's eventRef) are distinct notifications too: the later ones reach it as
+        // conflicts, flagged `X-Pushgate-Conflict`.
         let got = settled(|| g.received(profile)).await;
         let mut first_of_id = std::collections::HashSet::new();
         for push in &pushes {
             let first = push.spec_id.as_ref().is_none_or(|id| first_of_id.insert(id.clone()));
-            let must = push.status == 200 && (first || CONFLICT_DEDUPE_MERGED);
+            let must = push.status == 200;
             let arrived = reached(push, &got);
             println!(
                 "vector {profile}/{}: {}",
