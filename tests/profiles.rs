@@ -661,14 +661,20 @@ async fn xbs_xml_bodies_are_keyed_and_forwarded_byte_for_byte() {
   <note>a &amp; b &#x263A;</note></statusChange>"#;
     s.ok(XBS, &[xml], CARDED_RATE_XML).await;
     s.ok(XBS, &[xml], with_ref).await;
-    // Re-sends are duplicates: the same bytes, and the same eventRef in JSON.
+    // A re-send of the same bytes is a duplicate; the same eventRef in a JSON body is the id
+    // seen with other content: a conflict, delivered flagged.
     s.ok(XBS, &[xml], CARDED_RATE_XML).await;
+    s.ok(XBS, &[xml], with_ref).await;
     s.ok(XBS, &[], status_change("ref_xml_1")).await;
     let got = s.received("/app/xbs");
-    assert_eq!(got.len(), 2);
+    assert_eq!(got.len(), 3);
     assert_eq!(got[0].body, CARDED_RATE_XML.as_bytes());
     assert_eq!(got[1].body, with_ref.as_bytes());
-    for r in &got {
+    assert_eq!(got[2].body, status_change("ref_xml_1").as_bytes());
+    assert!(got[1].header("x-pushgate-conflict").is_none());
+    let conflict = got[2].header("x-pushgate-conflict").unwrap_or_default();
+    assert!(conflict.starts_with("first-fingerprint="), "{conflict}");
+    for r in &got[..2] {
         assert_eq!(r.header("content-type"), Some("application/xml"));
     }
     let hashed = got[0].header("x-pushgate-event-id").unwrap();
