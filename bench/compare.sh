@@ -447,7 +447,7 @@ compaction_run() { # name
         >"$RES/$1.pushgate.json" 2>"$RES/$1.pushgate.err" || die "oha failed ($1): $(cat "$RES/$1.pushgate.err")"
 }
 wait_port "$PUSHGATE_PORT"
-log "compaction: 1,000/s without, then while $(metric pushgate_forward_total delivered) delivered events are purged"
+log "compaction: 1,000/s without, then while the delivered events are purged"
 compaction_run nocompact
 PURGE_T0=$(date +%s%N)
 curl -s --max-time "$RSS_MAX_SECONDS" -X POST "http://127.0.0.1:$ADMIN_PORT/api/purge?state=delivered" \
