@@ -466,7 +466,10 @@ stop_server
 
 # ---- report ------------------------------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
-OUT=$ROOT/bench/results/$(date -u +%Y-%m-%d)$([[ ${BENCH_QUICK:-0} == 1 ]] && echo -quick)$([[ $BUILD == debug ]] && echo -debug).md
+SUFFIX=
+if [[ ${BENCH_QUICK:-0} == 1 ]]; then SUFFIX+=-quick; fi
+if [[ $BUILD == debug ]]; then SUFFIX+=-debug; fi
+OUT=$ROOT/bench/results/$(date -u +%Y-%m-%d)$SUFFIX.md
 python3 "$ROOT/bench/report.py" "$RES" "$THREADS" "$CONNS" "$("$OHA" --version)" "$BUILD" >"$OUT"
 cat "$OUT"
 log "written to ${OUT#"$ROOT"/}"

@@ -100,13 +100,15 @@ if [[ $WHAT == all || $WHAT == perf ]]; then
     kill -INT "$PG"
     wait "$PG" || true
     echo "requests during the recording: $((after - before))" >"$OUT/perf-summary.txt"
-    perf report -i "$WORK/perf.data" --no-children --sort comm --stdio 2>/dev/null |
+    set +o pipefail # head closes the pipe early: perf's SIGPIPE is not a failure
+    perf report -i "$WORK/perf.data" --no-children --sort comm --stdio -g none 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -20 >>"$OUT/perf-summary.txt"
     echo >>"$OUT/perf-summary.txt"
     perf report -i "$WORK/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -60 >>"$OUT/perf-summary.txt"
     perf report -i "$WORK/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -80 >"$OUT/perf-children.txt"
+    set -o pipefail
     log "perf: $OUT/perf-summary.txt"
 fi
 
