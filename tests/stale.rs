@@ -97,6 +97,8 @@ async fn the_guard_survives_kill_9() {
     eventually(10, "delivered", || app.count() == 1).await;
     gate.kill9();
     let gate = Pushgate::start_in(&pki, dir.path(), &routes(&app, "deliver"), port, admin_port);
+    // A `deliver` route never makes an acknowledgement wait for the rebuild: wait for it here.
+    eventually(10, "the guard rebuilt", || gate.logs().contains("stale guard rebuilt")).await;
     send(&gate, &pki, status("R-OLD", "TR", "PENDING", 40)).await;
     send(&gate, &pki, status("R-OTHER", "TR-2", "PENDING", 40)).await;
     // (R-NEW may come again too: delivery is at least once across a kill -9.)

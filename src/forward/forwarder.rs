@@ -145,12 +145,13 @@ impl BackgroundService for Forwarder {
         for route in self.shared.routes().iter() {
             self.handle.ensure(route.name.as_str());
         }
-        // The stale guard's memory is rebuilt from the store now, not on each guarded route's
-        // first event, which would otherwise wait for it (src/stale.rs).
+        // The stale guard's memory is rebuilt from the store now, in the background: a
+        // `deliver` route's acknowledgements never wait for it (src/stale.rs).
         let (shared, store) = (self.shared.clone(), spool.clone());
         tokio::spawn(async move {
-            for route in shared.routes().iter().filter(|r| r.stale.is_some()) {
-                if let Err(e) = shared.stale.judge(&store, route, &[]).await {
+            for route in shared.routes().iter() {
+                let Some(guard) = &route.stale else { continue };
+                if let Err(e) = shared.stale.ensure_loaded(&store, route, guard).await {
                     tracing::warn!(route = %route.name, error = %e, "stale guard: cannot rebuild yet; retried on the next event");
                 }
             }
