@@ -350,23 +350,10 @@ struct RawRoute {
     upstream: RawUpstream,
     sign: Option<RawSign>,
     /// Pointers to an event's status times (the out-of-date guard); `*` = every array element.
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "crate::profile::one_or_many")]
     status_timestamp: Option<Vec<String>>,
     #[serde(default)]
     on_stale: crate::stale::OnStale,
-}
-
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(Some(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    }))
 }
 
 /// `sign:` — Standard Webhooks signing of what the app receives.
