@@ -49,6 +49,18 @@ pub(crate) struct Segment {
     pub written: u64,
 }
 
+impl Segment {
+    /// A segment holding nothing live yet, `written` bytes long.
+    pub(crate) fn empty(file: Arc<File>, written: u64) -> Segment {
+        Segment {
+            file,
+            live_bytes: 0,
+            live: 0,
+            written,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Index {
     pub entries: BTreeMap<Seq, Entry>,

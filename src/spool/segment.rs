@@ -161,15 +161,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
         if last && data[end..].iter().any(|&b| b != 0) {
             cut(&file, written)?;
         }
-        index.segments.insert(
-            no,
-            Segment {
-                file: Arc::new(file),
-                live: 0,
-                live_bytes: 0,
-                written,
-            },
-        );
+        index.segments.insert(no, Segment::empty(Arc::new(file), written));
         if last {
             active = Some((no, written));
         }

@@ -85,15 +85,7 @@ impl Spool {
                 let no = index.segments.keys().next_back().map_or(1, |n| n + 1);
                 let file = segment::create(dir, no, scanned.next_seq, 0)?;
                 let pos = segment::header_len();
-                index.segments.insert(
-                    no,
-                    Segment {
-                        file: Arc::new(file),
-                        live: 0,
-                        live_bytes: 0,
-                        written: pos,
-                    },
-                );
+                index.segments.insert(no, Segment::empty(Arc::new(file), pos));
                 (no, pos)
             }
         };

@@ -425,15 +425,10 @@ impl Writer {
                 let file = Arc::new(file);
                 let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
                 let pos = segment::header_len();
-                self.shared.write().segments.insert(
-                    no,
-                    Segment {
-                        file: file.clone(),
-                        live: 0,
-                        live_bytes: 0,
-                        written: pos,
-                    },
-                );
+                self.shared
+                    .write()
+                    .segments
+                    .insert(no, Segment::empty(file.clone(), pos));
                 self.active = Some(Active { no, file, pos, cap });
                 self.broken = false;
                 if recovering {
