@@ -7,7 +7,7 @@
 //! a replay they are read back from the store. At most [`WINDOW`] events per route are held
 //! in memory: always the oldest, so ordering holds across pages.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 
 use super::retry::{classify, Verdict};
+use super::schedule::Schedule;
 use super::Delivery;
 use crate::route::Route;
 use crate::shared::{now_ms, Shared};
@@ -193,7 +194,6 @@ struct Item {
     received_at_ms: u64,
     /// The delivery, when ingest handed it over or a previous attempt read it.
     delivery: Option<Delivery>,
-    in_flight: bool,
 }
 
 struct Done {
@@ -207,8 +207,8 @@ struct RouteQueue {
     shared: Arc<Shared>,
     spool: Spool,
     items: BTreeMap<Seq, Item>,
+    schedule: Schedule,
     in_flight: usize,
-    keys_in_flight: HashSet<String>,
     /// More pending events are in the store past `high_water` than the window holds.
     more_in_store: bool,
     high_water: Option<Seq>,
@@ -221,8 +221,8 @@ impl RouteQueue {
             shared,
             spool,
             items: BTreeMap::new(),
+            schedule: Schedule::default(),
             in_flight: 0,
-            keys_in_flight: HashSet::new(),
             more_in_store: true,
             high_water: None,
         }
@@ -276,14 +276,16 @@ impl RouteQueue {
         let wall = now_ms();
         for m in metas {
             self.high_water = self.high_water.max(Some(m.seq));
-            self.items.entry(m.seq).or_insert_with(|| Item {
-                ordering_key: m.ordering_key.clone(),
-                due: now + Duration::from_millis(m.next_attempt_at_ms.saturating_sub(wall)),
-                attempts: m.attempts,
-                received_at_ms: m.received_at_ms,
-                delivery: None,
-                in_flight: false,
-            });
+            self.add(
+                m.seq,
+                Item {
+                    ordering_key: m.ordering_key,
+                    due: now + Duration::from_millis(m.next_attempt_at_ms.saturating_sub(wall)),
+                    attempts: m.attempts,
+                    received_at_ms: m.received_at_ms,
+                    delivery: None,
+                },
+            );
         }
     }
 
@@ -299,52 +301,38 @@ impl RouteQueue {
         }
         self.high_water = self.high_water.max(Some(seq));
         let received_at_ms = delivery.received_at_ms;
-        self.items.entry(seq).or_insert(Item {
-            ordering_key,
-            due: Instant::now(),
-            attempts: 0,
-            received_at_ms,
-            delivery: Some(delivery),
-            in_flight: false,
-        });
+        self.add(
+            seq,
+            Item {
+                ordering_key,
+                due: Instant::now(),
+                attempts: 0,
+                received_at_ms,
+                delivery: Some(delivery),
+            },
+        );
+    }
+
+    /// Queues an event the queue does not hold yet.
+    fn add(&mut self, seq: Seq, item: Item) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.items.entry(seq) {
+            self.schedule.add(seq, item.ordering_key.as_deref(), item.due);
+            slot.insert(item);
+        }
     }
 
     /// Starts every delivery that may go now; returns when the next waiting one is due.
     fn dispatch(&mut self, done: &mpsc::UnboundedSender<Done>) -> Option<Instant> {
         let route = self.route()?;
         let now = Instant::now();
-        let mut next_due: Option<Instant> = None;
-        // Keys held by an earlier event (in flight, or waiting for its retry) block later ones.
-        let mut blocked: HashSet<String> = self.keys_in_flight.clone();
-        for (&seq, item) in self.items.iter_mut() {
-            if self.in_flight >= route.upstream.concurrency {
-                break;
-            }
-            if item.in_flight {
-                continue;
-            }
-            if item.ordering_key.as_ref().is_some_and(|k| blocked.contains(k)) {
-                continue;
-            }
-            if item.due > now {
-                next_due = Some(next_due.map_or(item.due, |n: Instant| n.min(item.due)));
-                if let Some(k) = &item.ordering_key {
-                    blocked.insert(k.clone());
-                }
-                continue;
-            }
-            item.in_flight = true;
+        while self.in_flight < route.upstream.concurrency {
+            let Some(seq) = self.schedule.next(now) else { break };
+            let Some(item) = self.items.get_mut(&seq) else { continue };
             self.in_flight += 1;
-            if let Some(k) = &item.ordering_key {
-                blocked.insert(k.clone());
-                self.keys_in_flight.insert(k.clone());
-            }
-            let attempt = item.attempts + 1;
-            let age = Duration::from_millis(now_ms().saturating_sub(item.received_at_ms));
             let job = Attempt {
                 seq,
-                attempt,
-                age,
+                attempt: item.attempts + 1,
+                age: Duration::from_millis(now_ms().saturating_sub(item.received_at_ms)),
                 delivery: item.delivery.take(),
                 route: route.clone(),
                 shared: self.shared.clone(),
@@ -355,7 +343,7 @@ impl RouteQueue {
                 let _ = done.send(job.run().await);
             });
         }
-        next_due
+        self.schedule.next_due()
     }
 
     fn finish(&mut self, done: Done) {
@@ -363,18 +351,22 @@ impl RouteQueue {
         let Some(item) = self.items.get_mut(&done.seq) else {
             return;
         };
-        if let Some(k) = &item.ordering_key {
-            self.keys_in_flight.remove(k);
-        }
         match done.verdict {
             Verdict::Retry { after, .. } => {
-                item.in_flight = false;
                 item.attempts += 1;
                 item.due = Instant::now() + after;
                 item.delivery = done.delivery;
+                self.schedule.retry(done.seq, item.due);
             }
             Verdict::Delivered | Verdict::Dead { .. } => {
-                self.items.remove(&done.seq);
+                let Some(item) = self.items.remove(&done.seq) else {
+                    return;
+                };
+                if let Some(next) = self.schedule.done(done.seq, item.ordering_key.as_deref()) {
+                    if let Some(n) = self.items.get(&next) {
+                        self.schedule.arm(next, n.due);
+                    }
+                }
             }
         }
     }
@@ -431,7 +423,8 @@ impl Attempt {
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
         let verdict = classify(&result, self.attempt, self.age, self.route.upstream.max_age);
-        let ids = crate::redact::cards(&delivery.event_ids.join(",")).into_owned();
+        // Built only when a log line is written (tracing evaluates fields after its level check).
+        let ids = || crate::redact::cards(&delivery.event_ids.join(",")).into_owned();
         let stored = match &verdict {
             Verdict::Delivered => {
                 self.shared
@@ -439,18 +432,18 @@ impl Attempt {
                     .forward
                     .with_label_values(&[name, "delivered"])
                     .inc();
-                tracing::debug!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, "delivered");
+                tracing::debug!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids(), attempt = self.attempt, "delivered");
                 self.spool.mark_delivered(self.seq).await
             }
             Verdict::Retry { after, reason } => {
                 self.shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
-                tracing::info!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, retry_in_ms = after.as_millis() as u64, reason = %reason, "delivery failed, will retry");
+                tracing::info!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids(), attempt = self.attempt, retry_in_ms = after.as_millis() as u64, reason = %reason, "delivery failed, will retry");
                 let next = now_ms() + after.as_millis() as u64;
                 self.spool.mark_retry(self.seq, self.attempt, next, reason).await
             }
             Verdict::Dead { reason } => {
                 self.shared.metrics.forward.with_label_values(&[name, "dead"]).inc();
-                tracing::warn!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids, attempt = self.attempt, reason = %reason, "dead letter");
+                tracing::warn!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids(), attempt = self.attempt, reason = %reason, "dead letter");
                 self.spool.mark_dead(self.seq, self.attempt, reason).await
             }
         };

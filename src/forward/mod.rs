@@ -6,6 +6,7 @@ mod client;
 mod forwarder;
 mod request;
 pub mod retry;
+mod schedule;
 mod sign;
 
 use std::net::{SocketAddr, ToSocketAddrs};
