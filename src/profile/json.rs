@@ -19,10 +19,13 @@ use serde_json::value::RawValue;
 
 /// Compiled RFC 6901 pointers: a trie of member names (and array indexes).
 #[derive(Clone, Debug, Default)]
-pub(super) struct Paths {
+pub(crate) struct Paths {
     root: Node,
     /// The pointers as configured, by slot, for error messages.
     names: Vec<String>,
+    /// A `*` token stands for every element of an array (the stale guard's pointers; in
+    /// RFC 6901 and in the id pointers it is only a member named `*`).
+    wildcards: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -73,6 +76,14 @@ impl Paths {
     }
 
     /// Top-level member names (`hash_exclude`) as pointers.
+    /// [`Paths::new`] where `*` matches every element of an array.
+    pub(crate) fn with_wildcards<'a>(pointers: impl IntoIterator<Item = &'a str>) -> Paths {
+        Paths {
+            wildcards: true,
+            ..Paths::new(pointers)
+        }
+    }
+
     pub(super) fn top_level(names: &[String]) -> Paths {
         let pointers: Vec<String> = names
             .iter()
@@ -137,7 +148,7 @@ impl Found<'_> {
 
 /// Why a walk stopped.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum WalkError {
+pub(crate) enum WalkError {
     /// Not JSON: serde_json's category and position, never the body's text.
     Syntax(String),
     /// A member on a configured path appears twice in one object (after unescaping): the
@@ -173,9 +184,28 @@ pub(super) fn walk<'p, 'de>(
         pool: Vec::new(),
         elements: None,
         elements_slot: None,
+        every: None,
     };
     run(text, &mut state, drop, canonical)?;
     Ok(Walked { found: state.found })
+}
+
+/// Every string that `paths` reach in `text`, borrowed where unescaped; the rest of the text is
+/// only checked to be JSON. For the stale guard: a `Value` of the whole event cost it 15% of
+/// pushgate's CPU under the keep-alive benchmark (bench/profile.sh, 2026-12-02).
+pub(crate) fn strings<'de>(text: &'de str, paths: &Paths) -> Result<Vec<Cow<'de, str>>, WalkError> {
+    let mut state = State {
+        find: paths,
+        found: (0..paths.slots()).map(|_| None).collect(),
+        duplicate: None,
+        repeated: false,
+        pool: Vec::new(),
+        elements: None,
+        elements_slot: None,
+        every: Some(Vec::new()),
+    };
+    run(text, &mut state, None, None)?;
+    Ok(state.every.unwrap_or_default())
 }
 
 /// The elements of the array at `pointer` (`""` = the whole text), each borrowed from `text`.
@@ -190,6 +220,7 @@ pub(super) fn elements<'de>(text: &'de str, pointer: &Paths) -> Result<Vec<&'de 
         pool: Vec::new(),
         elements: None,
         elements_slot: Some(0),
+        every: None,
     };
     run(text, &mut state, None, None)?;
     state.elements.ok_or(WalkError::NoArray)
@@ -246,6 +277,8 @@ struct State<'p, 'de> {
     /// The batch's elements, once the `elements_slot` pointer is reached.
     elements: Option<Vec<&'de RawValue>>,
     elements_slot: Option<usize>,
+    /// When set, every string found on a path is kept here, not only the first per slot.
+    every: Option<Vec<Cow<'de, str>>>,
 }
 
 /// One value of the walk: where it is in the `find` and `drop` tries, and where its canonical
@@ -290,6 +323,11 @@ impl<'p, 'w, 'de> Walk<'p, 'w, 'de> {
 
     fn string(mut self, s: Cow<'de, str>) -> Self {
         self.write(|out| write_cow(out, &s));
+        if self.slot().is_some() {
+            if let Some(every) = &mut self.state.every {
+                every.push(s.clone());
+            }
+        }
         self.capture(|| Found::Str(s));
         self
     }
@@ -402,9 +440,15 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
         if let Some(o) = out.as_deref_mut() {
             o.push(b'[');
         }
+        let wildcards = state.find.wildcards;
         let mut index = 0usize;
         loop {
-            let find_child = find.and_then(|n| n.children.iter().find(|c| c.index == Some(index)).map(|c| &c.node));
+            let find_child = find.and_then(|n| {
+                n.children
+                    .iter()
+                    .find(|c| c.index == Some(index) || (wildcards && c.token == "*"))
+                    .map(|c| &c.node)
+            });
             let drop_child = drop.and_then(|n| n.children.iter().find(|c| c.index == Some(index)).map(|c| &c.node));
             if let Some(o) = out.as_deref_mut() {
                 if index > 0 {

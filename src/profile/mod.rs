@@ -7,7 +7,7 @@
 
 mod answer;
 mod extract;
-mod json;
+pub(crate) mod json;
 mod xml;
 
 use std::sync::OnceLock;
