@@ -4,6 +4,13 @@
 use clap::Parser;
 use pushgate::cli::{Cli, Command};
 
+/// mimalloc rather than glibc's malloc: under the keep-alive benchmark glibc's allocator
+/// (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, `_int_free`) was ~14% of pushgate's CPU
+/// (bench/profile.sh, 2026-12-02): request buffers, TLS records and bodies of a few KB, freed on
+/// other threads than they were allocated on.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
