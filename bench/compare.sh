@@ -32,7 +32,9 @@
 #   below BENCH_QUIET_LOAD), BENCH_SCENARIO_WAIT (30: the same before each scenario),
 #   BENCH_QUICK=1 (smoke run: 3 s windows, 20,000 + 10,000 ids, no waiting for load),
 #   BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1, OHA (path of an oha binary),
-#   BENCH_DEBUG=1 (debug binaries: only to check the script itself, the figures mean nothing).
+#   BENCH_DEBUG=1 (debug binaries: only to check the script itself, the figures mean nothing),
+#   BENCH_ONLY (comma list of the scenarios to run, `store` for the pushgate-alone part; all
+#   when unset; e.g. BENCH_ONLY=keepalive,rate1000 while working on the request path).
 # Output: a markdown table on stdout and in bench/results/<date>[-quick][-debug].md; raw oha / loadgen JSON in
 # the temp dir (kept with BENCH_KEEP=1).
 #
@@ -300,9 +302,13 @@ drive_loadgen() { # scenario server duration [loadgen args...]
     log "$scenario $server: $(cat "$RES/$scenario.$server.loadgen.json")"
 }
 
+# Is this part asked for (BENCH_ONLY)?
+only() { [[ -z ${BENCH_ONLY:-} || ,$BENCH_ONLY, == *,$1,* ]]; }
+
 # One scenario: nginx then pushgate, each started afresh against the given app.
 scenario() { # name app-port [--loadgen] duration [oha or loadgen args...]
     local name=$1 app=$2 tool=drive
+    only "$name" || return 0
     shift 2
     if [[ ${1:-} == --loadgen ]]; then tool=drive_loadgen; shift; fi
     wait_quiet "$SCENARIO_WAIT"
@@ -349,6 +355,7 @@ scenario slowapp "$SLOW_APP_PORT" "$RATE_DURATION" "${SLOW[@]}"
 scenario appdown "$DOWN_APP_PORT" "$RATE_DURATION" "${SLOW[@]}"
 
 # ---- pushgate alone on one store: memory, start-up, compaction ---------------------------------
+if only store; then
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 STORE=$WORK/pushgate-store
 # loadgen sends exactly $1 distinct ids (closed loop, CONNS connections), bounded in time.
@@ -463,6 +470,8 @@ printf '{"ms": %d, "running_at_end_of_window": %s, "answer": %s}\n' "$PURGE_MS" 
     >"$RES/purge.json"
 log "purge: $(cat "$RES/purge.json")"
 stop_server
+
+fi
 
 # ---- report ------------------------------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"

@@ -10,6 +10,7 @@
 #
 # Needs target/release/pushgate and examples/app (cargo build --release --bin pushgate
 # --example app), oha (as bench/compare.sh installs it), perf, heaptrack (Debian packages).
+# PROFILE_KEEP=1 keeps the temp dir (perf.data, for `perf report -i` by hand).
 # Results in bench/results/profile-<date>/ (perf report text, heaptrack summary); loopback only.
 set -euo pipefail
 
@@ -31,7 +32,7 @@ cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
+    if [[ ${PROFILE_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 log() { printf '== %s\n' "$*" >&2; }
