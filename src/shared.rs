@@ -111,6 +111,9 @@ impl Shared {
         if let Some(spool) = self.store.get() {
             let (seen, damaged) = (m.store_damaged_records.get(), spool.damaged());
             m.store_damaged_records.inc_by(damaged.saturating_sub(seen));
+            // The writer counts its fdatasyncs; the counter catches up here, off the ack path.
+            let (seen, commits) = (m.store_commits.get(), spool.commits());
+            m.store_commits.inc_by(commits.saturating_sub(seen));
         }
         let now = now_ms();
         for route in self.routes().iter() {
