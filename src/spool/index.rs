@@ -47,6 +47,8 @@ pub(crate) struct Segment {
     pub live: u64,
     /// Bytes written to it so far.
     pub written: u64,
+    /// Sealed, and its summary file written (`ids_since` reads ids from there).
+    pub summarized: bool,
 }
 
 impl Segment {
@@ -57,6 +59,7 @@ impl Segment {
             live_bytes: 0,
             live: 0,
             written,
+            summarized: false,
         }
     }
 }

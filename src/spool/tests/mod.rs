@@ -6,6 +6,7 @@ mod corrupt;
 mod durability;
 mod fault;
 mod migrate;
+mod segments;
 mod sweep;
 mod torn;
 
