@@ -13,7 +13,6 @@ use super::error::StorageError;
 use super::format::{self, Found};
 use super::index::{Entry, Index, Loc, SegNo, Segment};
 use super::model::Seq;
-use super::ops::apply_state;
 use super::summary::{self, Builder, Summary};
 
 /// Segment size: big enough that rolling (one directory fsync) is rare, small enough that
@@ -212,14 +211,15 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
         }
         index.segments.insert(no, seg);
     }
+    index.entries.settle();
     // Live counts per segment, now that every record is in place.
     for s in index.segments.values_mut() {
         (s.live, s.live_bytes) = (0, 0);
     }
     let mut counts: Vec<(SegNo, u64)> = index
         .entries
-        .values()
-        .map(|e| (e.loc.seg, e.loc.record_len()))
+        .iter()
+        .map(|(_, e)| (e.loc.seg, e.loc.record_len()))
         .collect();
     counts.sort_unstable_by_key(|c| c.0);
     for (seg, bytes) in counts {
@@ -283,19 +283,18 @@ fn apply(index: &mut Index, next_seq: &mut Seq, seg: SegNo, at: u64, kind: u8, p
                 received_at_ms: h.received_at_ms,
                 updated_at_ms: h.updated_at_ms,
                 next_attempt_at_ms: h.next_attempt_at_ms,
-                last_error: None,
                 loc: Loc {
                     seg,
                     at,
                     layout: h.layout,
                 },
             };
-            index.put(h.seq, entry);
+            index.put(h.seq, entry, true);
         }
         format::KIND_STATE => {
             let Some(r) = format::parse_state(payload) else { return };
             seen(r.seq);
-            index.update(r.seq, |e| apply_state(e, &r));
+            index.set_state(&r);
         }
         format::KIND_REMOVE => {
             if let Some(seq) = format::parse_seq(payload) {

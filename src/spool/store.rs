@@ -281,7 +281,7 @@ impl Spool {
 
     pub fn body(&self, seq: Seq) -> Result<Option<bytes::Bytes>, StorageError> {
         let picked = located(&*self.inner.shared.read()?, [seq]);
-        let Some((seq, e, file)) = picked.first() else {
+        let Some((seq, e, _, file)) = picked.first() else {
             return Ok(None);
         };
         let record = read_record(*seq, e, file)?;
@@ -309,12 +309,12 @@ impl Spool {
             // One route and state: walk its set; otherwise the seq-ordered entries.
             let seqs: Box<dyn Iterator<Item = Seq>> = match (route, q.state) {
                 (Some(r), Some(s)) => Box::new(index.set(r, s).into_iter().flatten().copied()),
-                _ => Box::new(index.entries.keys().copied()),
+                _ => Box::new(index.entries.iter().map(|(seq, _)| seq)),
             };
             let mut total = 0u64;
             let mut page_seqs = Vec::new();
             for seq in seqs {
-                let Some(e) = index.entries.get(&seq) else { continue };
+                let Some(e) = index.entries.get(seq) else { continue };
                 if !matches(e) {
                     continue;
                 }
@@ -338,7 +338,7 @@ impl Spool {
             let index = self.inner.shared.read()?;
             let mut from_summary = Vec::new();
             let mut direct = Vec::new();
-            for (&seq, e) in index.entries.iter().filter(|(_, e)| e.received_at_ms >= since_ms) {
+            for (seq, e) in index.entries.iter().filter(|(_, e)| e.received_at_ms >= since_ms) {
                 match index.segments.get(&e.loc.seg) {
                     Some(s) if s.summarized => from_summary.push((e.loc.seg, e.loc.at, seq)),
                     _ => direct.push(seq),
@@ -358,7 +358,7 @@ impl Spool {
         }
         let mut picked = located(&*self.inner.shared.read()?, direct);
         // File order makes the reads sequential.
-        picked.sort_unstable_by_key(|(_, e, _)| (e.loc.seg, e.loc.at));
+        picked.sort_unstable_by_key(|(_, e, _, _)| (e.loc.seg, e.loc.at));
         for p in &picked {
             let meta = read_meta(p)?;
             for (i, id) in meta.event_ids.iter().enumerate() {
@@ -385,7 +385,7 @@ impl Spool {
                 // Seq order is acceptance order, so the first pending is the oldest one.
                 rs.oldest_pending_received_at_ms = set
                     .first()
-                    .and_then(|seq| index.entries.get(seq))
+                    .and_then(|&seq| index.entries.get(seq))
                     .map(|e| e.received_at_ms);
             }
         }
@@ -463,14 +463,16 @@ fn page(q: &ListQuery, total: u64, items: Vec<Meta>) -> Page {
     }
 }
 
-type Located = (Seq, Entry, Arc<File>);
+/// An event, its last error and its segment file.
+type Located = (Seq, Entry, Option<String>, Arc<File>);
 
 /// Entries and their segment files, copied out so records are read without holding the lock.
 fn located(index: &Index, seqs: impl IntoIterator<Item = Seq>) -> Vec<Located> {
     seqs.into_iter()
         .filter_map(|seq| {
-            let e = index.entries.get(&seq)?;
-            Some((seq, e.clone(), index.file(e.loc.seg)?))
+            let e = index.entries.get(seq)?;
+            let error = index.last_error(seq).map(str::to_owned);
+            Some((seq, *e, error, index.file(e.loc.seg)?))
         })
         .collect()
 }
@@ -488,7 +490,7 @@ fn read_record(seq: Seq, e: &Entry, file: &File) -> Result<Vec<u8>, StorageError
 }
 
 /// Reads an event's meta JSON and overlays the state the index holds (newer than the JSON).
-fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
+fn read_meta((seq, e, last_error, file): &Located) -> Result<Meta, StorageError> {
     let seq = *seq;
     let record = read_record(seq, e, file)?;
     let (at, len) = (e.loc.layout.meta_at as usize, e.loc.layout.meta_len as usize);
@@ -501,8 +503,8 @@ fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
     meta.attempts = e.attempts;
     meta.next_attempt_at_ms = e.next_attempt_at_ms;
     meta.updated_at_ms = e.updated_at_ms;
-    if let Some(err) = &e.last_error {
-        meta.last_error = Some(err.to_string());
+    if let Some(err) = last_error {
+        meta.last_error = Some(err.clone());
     }
     Ok(meta)
 }

@@ -40,7 +40,7 @@ use super::error::StorageError;
 use super::format::{self, StateRec};
 use super::index::{Index, Loc, SegNo, Segment};
 use super::model::{NewDelivery, Seq, State};
-use super::ops::{apply_state, Change, Chunk, Effect, Plan};
+use super::ops::{Change, Chunk, Effect, Plan};
 use super::segment;
 use super::summary::{self, Builder};
 
@@ -340,10 +340,10 @@ impl Writer {
                     entry.route = index.route_id(&route);
                     entry.loc.seg = seg;
                     entry.loc.at += at;
-                    index.put(seq, entry);
+                    index.put(seq, entry, false);
                 }
                 Effect::Update(rec) => {
-                    index.update(rec.seq, |e| apply_state(e, &rec));
+                    index.set_state(&rec);
                 }
                 Effect::Remove(seq) => {
                     index.remove(seq);
@@ -537,7 +537,7 @@ impl Writer {
 
     /// Re-appends up to [`COPY_STEP`] bytes of segment `no`'s live events at the log's end.
     fn copy_forward(&mut self, no: SegNo) {
-        let picks: Vec<(Seq, super::index::Entry, Arc<File>)> = {
+        let picks: Vec<(Seq, super::index::Entry, Option<String>, Arc<File>)> = {
             let index = self.shared.read_unchecked();
             let Some(file) = index.file(no) else { return };
             let mut bytes = 0;
@@ -549,12 +549,12 @@ impl Writer {
                     bytes += e.loc.record_len();
                     bytes <= COPY_STEP || bytes == e.loc.record_len()
                 })
-                .map(|(&seq, e)| (seq, e.clone(), file.clone()))
+                .map(|(seq, e)| (seq, *e, index.last_error(seq).map(str::to_owned), file.clone()))
                 .collect()
         };
         let mut buf = Vec::new();
         let mut moves = Vec::new();
-        for (seq, e, file) in picks {
+        for (seq, e, last_error, file) in picks {
             let len = e.loc.record_len() as usize;
             let mut rec = vec![0u8; len];
             if let Err(err) = file.read_exact_at(&mut rec, e.loc.at) {
@@ -572,7 +572,7 @@ impl Writer {
                     attempts: e.attempts,
                     next_attempt_at_ms: e.next_attempt_at_ms,
                     updated_at_ms: e.updated_at_ms,
-                    last_error: e.last_error.as_deref().map(str::to_owned),
+                    last_error,
                 },
             );
             moves.push((seq, e.loc, at));
@@ -584,18 +584,18 @@ impl Writer {
             Ok((seg, base)) => {
                 let mut index = self.shared.write();
                 for (seq, old, at) in moves {
-                    let Some(mut entry) = index.entries.get(&seq).cloned() else {
+                    let Some(entry) = index.entries.get(seq) else {
                         continue;
                     };
                     if entry.loc.seg != old.seg || entry.loc.at != old.at {
                         continue;
                     }
-                    entry.loc = Loc {
+                    let loc = Loc {
                         seg,
                         at: base + at,
                         layout: old.layout,
                     };
-                    index.put(seq, entry);
+                    index.relocate(seq, loc);
                 }
             }
             Err(e) => tracing::error!(error = %e, "spool: copy-forward failed"),

@@ -159,19 +159,25 @@ async fn start_up(dir: &std::path::Path) {
         let start = Instant::now();
         let spool = open(dir);
         let opened = start.elapsed();
+        let rss_open = rss();
         let ids = spool.ids_since(0).unwrap().len();
         let rebuilt = start.elapsed();
         let first = spool.pending("r", None, 200).unwrap().len();
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS"))
-            .unwrap_or("")
-            .to_string();
         println!(
-            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; {rss}",
+            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; VmRSS after open {rss_open}, after ids_since {}",
             start.elapsed(),
-            spool.stats().unwrap().routes["r"].pending
+            spool.stats().unwrap().routes["r"].pending,
+            rss()
         );
     }
+}
+
+fn rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }

@@ -4,6 +4,7 @@ mod basic;
 mod bench;
 mod corrupt;
 mod durability;
+mod entries;
 mod fault;
 mod migrate;
 mod segments;
