@@ -271,7 +271,27 @@ impl Spool {
             };
             located(&index, set.range(from..).take(limit).copied())
         };
-        picked.iter().map(read_meta).collect()
+        let mut out = Vec::with_capacity(picked.len());
+        for p in &picked {
+            match read_meta(p) {
+                Ok(meta) => out.push(meta),
+                Err(StorageError::Corrupt(_)) => self.set_aside(p.0, p.1.attempts),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A pending event whose record fails its check when read (damage in a sealed segment,
+    /// which start-up no longer reads): counted as damage and dead-lettered, so the forwarder
+    /// moves on and the event stays visible to the admin API instead of blocking its route.
+    fn set_aside(&self, seq: Seq, attempts: u32) {
+        tracing::error!(seq, "spool: a stored record fails its check when read; dead-lettered");
+        self.inner.shared.damaged.fetch_add(1, Ordering::Relaxed);
+        let Some(tx) = self.inner.tx.as_ref() else { return };
+        let (reply, _) = oneshot::channel();
+        let error = "record damaged on disk".to_owned();
+        let _ = tx.send(Cmd::Change(seq, Change::Dead { attempts, error }, reply));
     }
 
     pub fn meta(&self, seq: Seq) -> Result<Option<Meta>, StorageError> {
@@ -482,7 +502,11 @@ fn located(index: &Index, seqs: impl IntoIterator<Item = Seq>) -> Vec<Located> {
 fn read_record(seq: Seq, e: &Entry, file: &File) -> Result<Vec<u8>, StorageError> {
     let mut record = vec![0u8; e.loc.record_len() as usize];
     file.read_exact_at(&mut record, e.loc.at)
-        .map_err(|err| StorageError::corrupt_record(seq, format!("unreadable: {err}")))?;
+        .map_err(|err| match err.kind() {
+            // Cut short: damage. Anything else may pass (EIO): not a reason to dead-letter.
+            std::io::ErrorKind::UnexpectedEof => StorageError::corrupt_record(seq, "cut short"),
+            _ => StorageError::Io(format!("record {seq} unreadable: {err}")),
+        })?;
     match format::read(&record, 0) {
         format::Found::Record { kind, next, .. } if kind == format::KIND_APPEND && next == record.len() => Ok(record),
         _ => Err(StorageError::corrupt_record(seq, "record fails its check (CRC)")),

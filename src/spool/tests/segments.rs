@@ -118,7 +118,7 @@ async fn a_store_opens_the_same_from_summaries_without_them_and_with_a_damaged_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damage_in_a_summarised_segment_is_refused_when_read() {
+async fn damage_in_a_summarised_segment_is_refused_when_read_and_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let spool = small(dir.path());
     let seqs = fill(&spool, 0..120).await;
@@ -138,6 +138,13 @@ async fn damage_in_a_summarised_segment_is_refused_when_read() {
         body_of(1),
         "its neighbour is intact"
     );
+    // The forwarder's read skips it, counts it and dead-letters it, instead of failing forever.
+    let pending: Vec<u64> = spool.pending("r", None, 1000).unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(pending, seqs[1..], "every other event is still pending");
+    spool.probe().await.unwrap();
+    assert_eq!(spool.damaged(), 1);
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.routes["r"].dead, stats.routes["r"].pending), (1, 119));
     spool.close().await;
 }
 
