@@ -2,7 +2,8 @@
 //! index from them and reports damage. Segments are `seg-00000001.log`, … in the storage
 //! directory, each preallocated to [`SEGMENT_BYTES`] with `set_len` (a sparse extent: a 4 MiB
 //! tmpfs still holds one), so appends never change the file size and `fdatasync` has no size
-//! to write back.
+//! to write back. Start-up replays a sealed segment from its summary (`summary.rs`) when it
+//! has a valid one, and reads (and CRC-checks) only the others, the last one always.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

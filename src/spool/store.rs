@@ -54,8 +54,10 @@ impl Drop for Inner {
 
 impl Spool {
     /// Opens (creating if needed) the log in `dir`: migrates a `spool.redb` left by an older
-    /// release, then reads every segment, checks every record and rebuilds the index. Damage
-    /// (a torn last write, a flipped byte) is reported in one log line and by [`Spool::damaged`].
+    /// release, then rebuilds the index: sealed segments from their summaries, the others (the
+    /// last one always) by reading and checking every record. Damage found there (a torn last
+    /// write, a flipped byte) is reported in one log line and by [`Spool::damaged`]; damage in
+    /// a summarised segment is found when its record is read.
     pub fn open(dir: &Path, opts: SpoolOptions) -> Result<Spool, StorageError> {
         Spool::open_sized(dir, opts, segment::SEGMENT_BYTES)
     }

@@ -1,7 +1,8 @@
 //! Segment summaries: what start-up needs of a sealed segment, without its JSON and bodies, so
 //! opening a big store replays ~80 bytes per event instead of reading and CRC-checking ~3 KB
-//! (1M events: 10 s → see BENCHMARKS.md "store"). Also where `ids_since` finds the event ids
-//! and fingerprints the duplicate memory is rebuilt from, without parsing every meta JSON.
+//! (1M events: open + `ids_since` 7.9–8.1 s → 1.1–1.4 s, BENCHMARKS.md "Start-up and memory").
+//! Also where `ids_since` finds the event ids and fingerprints the duplicate memory is rebuilt
+//! from, without a `pread` and a JSON parse per event.
 //!
 //! `seg-00000007.sum` summarises `seg-00000007.log` once the writer has moved on to the next
 //! segment (a sealed segment is never written again). It holds, in log order, one entry per

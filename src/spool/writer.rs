@@ -25,6 +25,11 @@
 //! deleted; a head segment that is mostly garbage has its few live records copied forward in
 //! small steps first. Segments are only ever dropped from the head, so a remove or state record
 //! never disappears while the append it refers to is still on disk.
+//!
+//! Summaries: the writer keeps the active segment's summary (`summary.rs`) up to date from the
+//! bytes it writes, and when it moves to a new segment (full, or abandoned after a failure) it
+//! syncs the old one and writes that summary, so the next start need not read it. A dropped
+//! segment's summary goes with it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
