@@ -1,8 +1,9 @@
 //! The seq → [`Entry`] map of the index, as a sorted `Vec` instead of a `BTreeMap`: seqs only
 //! grow, so nearly every insert is a push, and a flat array costs ~80 bytes per event where the
 //! B-tree (half-full nodes under in-order inserts) cost ~175 (1M events: RSS after open
-//! 143 MiB, was 280–310; BENCHMARKS.md "Start-up and memory"). Removed events leave a hole (`None`, free thanks to `State`'s niche)
-//! until holes are half the array, then it is compacted in one pass.
+//! 143 MiB, was 280–310; BENCHMARKS.md "Start-up and memory"). Removed events leave a hole
+//! (`None`, free thanks to `State`'s niche) until holes are half the array, then it is
+//! compacted in one pass.
 //!
 //! Out-of-order inserts happen only at start-up (an event copied forward into a later segment
 //! after its first segment was dropped); they wait in `late` and are merged by [`settle`].
