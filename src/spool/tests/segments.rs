@@ -194,3 +194,37 @@ async fn compaction_drops_head_segments_and_copied_records_survive_a_restart() {
     check(&crashed, "after kill -9");
     crashed.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_that_does_not_fit_its_segment_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = small(dir.path());
+    let seqs = fill(&spool, 0..100).await;
+    spool.close().await;
+    let seg = files(dir.path(), "log")[0].clone();
+    let sum = std::fs::read(seg.with_extension("sum")).unwrap();
+    let covers = u64::from_le_bytes(sum[12..20].try_into().unwrap());
+
+    // A record after what the summary covers, as if the segment had been written to since.
+    let mut rec = Vec::new();
+    super::super::format::remove(&mut rec, seqs[0]);
+    let file = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    file.write_all_at(&rec, covers).unwrap();
+    let spool = small(dir.path());
+    assert_eq!(
+        spool.meta(seqs[0]).unwrap(),
+        None,
+        "the segment was read: the remove applies"
+    );
+    assert_eq!(spool.damaged(), 0);
+    let before = snapshot(&spool);
+    assert_eq!(before.0.len(), 99);
+    spool.close().await;
+
+    // Another segment's summary under this segment's name.
+    let sums = files(dir.path(), "sum");
+    std::fs::copy(&sums[1], &sums[0]).unwrap();
+    let spool = small(dir.path());
+    assert_eq!(snapshot(&spool), before, "the misplaced summary was ignored");
+    spool.close().await;
+}
