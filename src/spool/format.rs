@@ -158,13 +158,28 @@ pub(crate) struct AppendHead<'a> {
 }
 
 pub(crate) fn parse_append(p: &[u8]) -> Option<AppendHead<'_>> {
+    parse_append_prefix(p, p.len())
+}
+
+/// Bytes of an append payload before its meta JSON (what a segment summary keeps of it).
+pub(crate) fn append_prefix_len(p: &[u8]) -> Option<usize> {
+    let route_len = usize::from(u16::from_le_bytes(p.get(37..39)?.try_into().ok()?));
+    Some(APPEND_FIXED + route_len).filter(|&n| n <= p.len())
+}
+
+/// Parses an append from its prefix (`p`, at least up to the route) and its payload's full
+/// length `payload_len` (from the record, or as a segment summary remembers it).
+pub(crate) fn parse_append_prefix(p: &[u8], payload_len: usize) -> Option<AppendHead<'_>> {
     if p.len() < APPEND_FIXED {
         return None;
     }
     let route_len = usize::from(u16::from_le_bytes(p[37..39].try_into().ok()?));
     let meta_len = u32::from_le_bytes(p[39..43].try_into().ok()?);
     let route = std::str::from_utf8(p.get(APPEND_FIXED..APPEND_FIXED + route_len)?).ok()?;
-    let body_len = (p.len() - APPEND_FIXED - route_len).checked_sub(meta_len as usize)? as u32;
+    let body_len = payload_len
+        .checked_sub(APPEND_FIXED + route_len)?
+        .checked_sub(meta_len as usize)?;
+    let body_len = u32::try_from(body_len).ok()?;
     let meta_at = (HEADER_LEN + APPEND_FIXED + route_len) as u32;
     Some(AppendHead {
         route,

@@ -6,14 +6,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::sync::Arc;
 
-use super::format::AppendLayout;
+use super::entries::EntryMap;
+use super::format::{AppendLayout, StateRec};
 use super::model::{Seq, State};
+use super::ops::apply_state;
 
 pub(crate) type RouteId = u32;
 pub(crate) type SegNo = u32;
 
 /// What the index keeps per event: enough to list, filter and sweep without reading the log.
-#[derive(Clone, Debug)]
+/// Kept small (72 bytes; a million of them are held): the last error lives in a side map.
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry {
     pub route: RouteId,
     pub state: State,
@@ -21,8 +24,6 @@ pub(crate) struct Entry {
     pub received_at_ms: u64,
     pub updated_at_ms: u64,
     pub next_attempt_at_ms: u64,
-    /// Set by a state record after the append was written (the append's JSON has older ones).
-    pub last_error: Option<Box<str>>,
     pub loc: Loc,
 }
 
@@ -47,6 +48,8 @@ pub(crate) struct Segment {
     pub live: u64,
     /// Bytes written to it so far.
     pub written: u64,
+    /// Sealed, and its summary file written (`ids_since` reads ids from there).
+    pub summarized: bool,
 }
 
 impl Segment {
@@ -57,13 +60,17 @@ impl Segment {
             live_bytes: 0,
             live: 0,
             written,
+            summarized: false,
         }
     }
 }
 
 #[derive(Default)]
 pub(crate) struct Index {
-    pub entries: BTreeMap<Seq, Entry>,
+    pub entries: EntryMap,
+    /// Last error per event, set by a state record after the append was written (the
+    /// append's JSON has older ones); only retried and dead events have one.
+    errors: HashMap<Seq, Box<str>>,
     pub routes: Vec<String>,
     route_ids: HashMap<String, RouteId>,
     /// Seqs per (route, state), in seq order: pending(), per-route listing, sweeps, stats.
@@ -96,31 +103,65 @@ impl Index {
         self.sets.get(&(route, state))
     }
 
-    /// Inserts or replaces an event.
-    pub(crate) fn put(&mut self, seq: Seq, entry: Entry) {
+    /// Inserts or replaces an event (a new append: no last error yet). `replay`: during the
+    /// start-up replay, where out-of-order seqs are merged once at the end.
+    pub(crate) fn put(&mut self, seq: Seq, entry: Entry, replay: bool) {
         self.remove(seq);
         self.link(seq, &entry);
         if let Some(s) = self.segments.get_mut(&entry.loc.seg) {
             s.live += 1;
             s.live_bytes += entry.loc.record_len();
         }
-        self.entries.insert(seq, entry);
+        self.entries.insert(seq, entry, replay);
     }
 
     /// Applies a state change to a stored event; `false` if there is none.
     pub(crate) fn update(&mut self, seq: Seq, f: impl FnOnce(&mut Entry)) -> bool {
-        let Some(mut entry) = self.entries.remove(&seq) else {
+        let Some(old) = self.entries.get(seq).copied() else {
             return false;
         };
-        self.unlink(seq, &entry);
+        let mut entry = old;
         f(&mut entry);
+        self.unlink(seq, &old);
         self.link(seq, &entry);
-        self.entries.insert(seq, entry);
+        if let Some(slot) = self.entries.get_mut(seq) {
+            *slot = entry;
+        }
         true
     }
 
+    /// Applies a logged state change, its error included; `false`: no such event.
+    pub(crate) fn set_state(&mut self, r: &StateRec) -> bool {
+        if !self.update(r.seq, |e| apply_state(e, r)) {
+            return false;
+        }
+        if let Some(err) = &r.last_error {
+            self.errors.insert(r.seq, err.as_str().into());
+        }
+        true
+    }
+
+    pub(crate) fn last_error(&self, seq: Seq) -> Option<&str> {
+        self.errors.get(&seq).map(|e| &**e)
+    }
+
+    /// Points an event at a copy of its record (copy-forward), keeping everything else.
+    pub(crate) fn relocate(&mut self, seq: Seq, loc: Loc) {
+        let Some(entry) = self.entries.get_mut(seq) else { return };
+        let old = std::mem::replace(&mut entry.loc, loc);
+        if let Some(s) = self.segments.get_mut(&old.seg) {
+            s.live = s.live.saturating_sub(1);
+            s.live_bytes = s.live_bytes.saturating_sub(old.record_len());
+        }
+        if let Some(s) = self.segments.get_mut(&loc.seg) {
+            s.live += 1;
+            s.live_bytes += loc.record_len();
+        }
+    }
+
     pub(crate) fn remove(&mut self, seq: Seq) -> Option<Entry> {
-        let entry = self.entries.remove(&seq)?;
+        let entry = self.entries.remove(seq)?;
+        self.errors.remove(&seq);
         self.unlink(seq, &entry);
         if let Some(s) = self.segments.get_mut(&entry.loc.seg) {
             s.live = s.live.saturating_sub(1);

@@ -78,8 +78,8 @@ impl<'a> Plan<'a> {
 
     fn current(&self, seq: Seq) -> Option<Entry> {
         match self.overlay.get(&seq) {
-            Some(e) => e.clone(),
-            None => self.index.entries.get(&seq).cloned(),
+            Some(e) => *e,
+            None => self.index.entries.get(seq).copied(),
         }
     }
 
@@ -122,7 +122,6 @@ impl<'a> Plan<'a> {
             received_at_ms: meta.received_at_ms,
             updated_at_ms: self.now,
             next_attempt_at_ms: self.now,
-            last_error: None,
             loc: Loc {
                 seg: 0,
                 at: at as u64,
@@ -268,13 +267,11 @@ impl<'a> Plan<'a> {
     }
 }
 
-/// What a state record does to an entry (shared by the writer and the start-up replay).
+/// What a state record does to an entry (its error goes to the index's side map, see
+/// [`Index::set_state`]).
 pub(crate) fn apply_state(e: &mut Entry, r: &StateRec) {
     e.state = r.state;
     e.attempts = r.attempts;
     e.next_attempt_at_ms = r.next_attempt_at_ms;
     e.updated_at_ms = r.updated_at_ms;
-    if let Some(err) = &r.last_error {
-        e.last_error = Some(err.as_str().into());
-    }
 }

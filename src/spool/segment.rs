@@ -2,7 +2,8 @@
 //! index from them and reports damage. Segments are `seg-00000001.log`, … in the storage
 //! directory, each preallocated to [`SEGMENT_BYTES`] with `set_len` (a sparse extent: a 4 MiB
 //! tmpfs still holds one), so appends never change the file size and `fdatasync` has no size
-//! to write back.
+//! to write back. Start-up replays a sealed segment from its summary (`summary.rs`) when it
+//! has a valid one, and reads (and CRC-checks) only the others, the last one always.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -13,7 +14,7 @@ use super::error::StorageError;
 use super::format::{self, Found};
 use super::index::{Entry, Index, Loc, SegNo, Segment};
 use super::model::Seq;
-use super::ops::apply_state;
+use super::summary::{self, Builder, Summary};
 
 /// Segment size: big enough that rolling (one directory fsync) is rare, small enough that
 /// dropping a segment frees space soon after its events are gone.
@@ -43,12 +44,13 @@ pub(crate) fn open_file(dir: &Path, no: SegNo) -> Result<File, StorageError> {
     Ok(OpenOptions::new().read(true).write(true).open(path(dir, no))?)
 }
 
-/// Creates segment `no` holding only its header and makes it (and its name) durable.
-pub(crate) fn create(dir: &Path, no: SegNo, next_seq: Seq, min_len: u64) -> Result<File, StorageError> {
+/// Creates segment `no`, `size` bytes long (sparse), holding only its header, and makes it
+/// (and its name) durable.
+pub(crate) fn create(dir: &Path, no: SegNo, next_seq: Seq, size: u64) -> Result<File, StorageError> {
     let p = path(dir, no);
     let result = (|| {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(&p)?;
-        file.set_len(SEGMENT_BYTES.max(min_len))?;
+        file.set_len(size)?;
         let mut buf = Vec::with_capacity(32);
         format::header(&mut buf, next_seq);
         file.write_all_at(&buf, 0)?;
@@ -60,6 +62,15 @@ pub(crate) fn create(dir: &Path, no: SegNo, next_seq: Seq, min_len: u64) -> Resu
         let _ = std::fs::remove_file(&p);
         StorageError::from(e)
     })
+}
+
+/// The summary of a segment just created with [`create`] (its header only).
+pub(crate) fn new_summary(next_seq: Seq) -> Builder {
+    let mut buf = Vec::with_capacity(32);
+    format::header(&mut buf, next_seq);
+    let mut summary = Builder::default();
+    summary.records(&buf, 0);
+    summary
 }
 
 /// Where the first record after a segment's header starts.
@@ -103,23 +114,46 @@ pub(crate) struct Scanned {
     pub next_seq: Seq,
     /// The segment to append to and the offset of its first free byte.
     pub active: Option<(SegNo, u64)>,
+    /// The summary of the active segment so far; `None` if it had damage (a summary is only
+    /// written for a segment that reads back whole, so damage is reported at every start).
+    pub summary: Option<Builder>,
     pub damage: Damage,
 }
 
-/// Reads every segment in order, checks every record's CRC and replays it into a fresh index.
+/// Rebuilds the index from every segment in order. A sealed segment with a valid summary is
+/// replayed from it (see `summary.rs`); any other is read whole, every record's CRC checked,
+/// and replayed record by record (and a summary written for it, so the next start is fast).
 /// A bad region is skipped to the next valid record and counted; in the last segment, a bad
 /// region with nothing valid after it is the torn tail of a write that was never
 /// acknowledged, and is cut off so that new appends follow the last good record.
 pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
     let nos = list(dir)?;
+    remove_stray_summaries(dir, &nos);
     let mut index = Index::default();
     let mut next_seq: Seq = 1;
     let mut damage = Damage::default();
     let mut active = None;
+    let mut active_summary = None;
     for (i, &no) in nos.iter().enumerate() {
         let last = i + 1 == nos.len();
         let file = open_file(dir, no)?;
+        if !last {
+            if let Some(sum) = Summary::load(dir, no).filter(|s| s.matches(&file)) {
+                for e in sum.entries() {
+                    apply(&mut index, &mut next_seq, no, e.at, e.kind, e.stored, e.payload_len);
+                }
+                let mut seg = Segment::empty(Arc::new(file), sum.covers);
+                seg.summarized = true;
+                index.segments.insert(no, seg);
+                continue;
+            }
+        } else {
+            // The segment appends continue in: any summary of it is from an earlier life.
+            let _ = std::fs::remove_file(summary::path(dir, no));
+        }
         let data = read_all(&file)?;
+        let damage_before = damage.records;
+        let mut builder = Builder::default();
         let mut at = 0usize;
         let mut end = 0usize;
         while at < data.len() {
@@ -129,7 +163,8 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
                     if at == 0 && kind != format::KIND_HEADER {
                         damage.note(no, at, 0, "segment without header");
                     }
-                    apply(&mut index, &mut next_seq, no, at as u64, kind, payload);
+                    apply(&mut index, &mut next_seq, no, at as u64, kind, payload, payload.len());
+                    builder.record(at as u64, kind, payload);
                     at = next;
                     end = next;
                 }
@@ -158,22 +193,34 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
             std::fs::remove_file(path(dir, no))?;
             break;
         }
-        if last && data[end..].iter().any(|&b| b != 0) {
+        let torn_tail = last && data[end..].iter().any(|&b| b != 0);
+        if torn_tail {
             cut(&file, written)?;
         }
-        index.segments.insert(no, Segment::empty(Arc::new(file), written));
+        // A cut-off torn tail leaves the segment whole; damage anywhere else is kept out of
+        // summaries so that it is found again at every start.
+        let whole = damage.records == damage_before || (torn_tail && damage.records == damage_before + 1);
+        let mut seg = Segment::empty(Arc::new(file), written);
         if last {
             active = Some((no, written));
+            active_summary = whole.then_some(builder);
+        } else if whole {
+            match builder.write(dir, no, written) {
+                Ok(()) => seg.summarized = true,
+                Err(e) => tracing::warn!(segment = no, error = %e, "spool: cannot write a segment summary"),
+            }
         }
+        index.segments.insert(no, seg);
     }
+    index.entries.settle();
     // Live counts per segment, now that every record is in place.
     for s in index.segments.values_mut() {
         (s.live, s.live_bytes) = (0, 0);
     }
     let mut counts: Vec<(SegNo, u64)> = index
         .entries
-        .values()
-        .map(|e| (e.loc.seg, e.loc.record_len()))
+        .iter()
+        .map(|(_, e)| (e.loc.seg, e.loc.record_len()))
         .collect();
     counts.sort_unstable_by_key(|c| c.0);
     for (seg, bytes) in counts {
@@ -186,8 +233,24 @@ pub(crate) fn scan(dir: &Path) -> Result<Scanned, StorageError> {
         index,
         next_seq,
         active,
+        summary: active_summary,
         damage,
     })
+}
+
+/// Summaries whose segment is gone (dropped after a crash between the two removals) and
+/// unfinished temporary files.
+fn remove_stray_summaries(dir: &Path, nos: &[SegNo]) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stray =
+            name.ends_with(".sum.tmp") || summary::parse_name(name).is_some_and(|no| nos.binary_search(&no).is_err());
+        if stray {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn read_all(file: &File) -> Result<Vec<u8>, StorageError> {
@@ -199,7 +262,8 @@ fn read_all(file: &File) -> Result<Vec<u8>, StorageError> {
 }
 
 /// Replays one record into the index (segment live counts are summed after the scan).
-fn apply(index: &mut Index, next_seq: &mut Seq, seg: SegNo, at: u64, kind: u8, payload: &[u8]) {
+/// `payload` may be an append's prefix only (from a summary); `payload_len` is its full length.
+fn apply(index: &mut Index, next_seq: &mut Seq, seg: SegNo, at: u64, kind: u8, payload: &[u8], payload_len: usize) {
     let mut seen = |seq: Seq| *next_seq = (*next_seq).max(seq.saturating_add(1));
     match kind {
         format::KIND_HEADER => {
@@ -208,7 +272,9 @@ fn apply(index: &mut Index, next_seq: &mut Seq, seg: SegNo, at: u64, kind: u8, p
             }
         }
         format::KIND_APPEND => {
-            let Some(h) = format::parse_append(payload) else { return };
+            let Some(h) = format::parse_append_prefix(payload, payload_len) else {
+                return;
+            };
             seen(h.seq);
             let route = index.route_id(h.route);
             let entry = Entry {
@@ -218,19 +284,18 @@ fn apply(index: &mut Index, next_seq: &mut Seq, seg: SegNo, at: u64, kind: u8, p
                 received_at_ms: h.received_at_ms,
                 updated_at_ms: h.updated_at_ms,
                 next_attempt_at_ms: h.next_attempt_at_ms,
-                last_error: None,
                 loc: Loc {
                     seg,
                     at,
                     layout: h.layout,
                 },
             };
-            index.put(h.seq, entry);
+            index.put(h.seq, entry, true);
         }
         format::KIND_STATE => {
             let Some(r) = format::parse_state(payload) else { return };
             seen(r.seq);
-            index.update(r.seq, |e| apply_state(e, &r));
+            index.set_state(&r);
         }
         format::KIND_REMOVE => {
             if let Some(seq) = format::parse_seq(payload) {

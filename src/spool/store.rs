@@ -12,9 +12,11 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::error::StorageError;
-use super::index::{Entry, Index, Segment};
+use super::format;
+use super::index::{Entry, Index, SegNo, Segment};
 use super::model::{ListQuery, Meta, NewDelivery, Page, SeenId, Seq, SpoolOptions, State, Stats};
 use super::ops::{Change, Chunk};
+use super::summary::{self, Summary};
 use super::writer::{Cmd, Reply, Shared, Writer};
 use super::{migrate, segment};
 
@@ -35,6 +37,7 @@ struct Inner {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
     opts: SpoolOptions,
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Inner {
@@ -51,9 +54,16 @@ impl Drop for Inner {
 
 impl Spool {
     /// Opens (creating if needed) the log in `dir`: migrates a `spool.redb` left by an older
-    /// release, then reads every segment, checks every record and rebuilds the index. Damage
-    /// (a torn last write, a flipped byte) is reported in one log line and by [`Spool::damaged`].
+    /// release, then rebuilds the index: sealed segments from their summaries, the others (the
+    /// last one always) by reading and checking every record. Damage found there (a torn last
+    /// write, a flipped byte) is reported in one log line and by [`Spool::damaged`]; damage in
+    /// a summarised segment is found when its record is read.
     pub fn open(dir: &Path, opts: SpoolOptions) -> Result<Spool, StorageError> {
+        Spool::open_sized(dir, opts, segment::SEGMENT_BYTES)
+    }
+
+    /// [`Spool::open`] with segments of `segment_bytes` (tests: many segments from few events).
+    pub(crate) fn open_sized(dir: &Path, opts: SpoolOptions, segment_bytes: u64) -> Result<Spool, StorageError> {
         std::fs::create_dir_all(dir)?;
         // One process at a time: a second opener (a `-u` successor, `pushgate spool`) would
         // index the log while this one still appends to it, and never see the rest.
@@ -77,15 +87,17 @@ impl Spool {
             "spool: opened"
         );
         let mut index = scanned.index;
+        let mut summary = scanned.summary;
         let active = match scanned.active {
             Some(active) => active,
             // A new store (or its last segment was empty): create the first segment now, so
             // that a directory that cannot be written fails here, before anything listens.
             None => {
                 let no = index.segments.keys().next_back().map_or(1, |n| n + 1);
-                let file = segment::create(dir, no, scanned.next_seq, 0)?;
+                let file = segment::create(dir, no, scanned.next_seq, segment_bytes)?;
                 let pos = segment::header_len();
                 index.segments.insert(no, Segment::empty(Arc::new(file), pos));
+                summary = Some(segment::new_summary(scanned.next_seq));
                 (no, pos)
             }
         };
@@ -98,8 +110,9 @@ impl Spool {
             shared.clone(),
             dir.to_path_buf(),
             scanned.next_seq,
-            Some(active),
+            Some((active.0, active.1, summary)),
             opts.max_batch,
+            segment_bytes,
         );
         let thread = std::thread::Builder::new().name("spool-writer".into()).spawn(move || {
             // Held until the writer stops (close, or the last handle dropped).
@@ -112,6 +125,7 @@ impl Spool {
                 shared,
                 thread: Mutex::new(Some(thread)),
                 opts,
+                dir: dir.to_path_buf(),
             }),
         })
     }
@@ -259,7 +273,27 @@ impl Spool {
             };
             located(&index, set.range(from..).take(limit).copied())
         };
-        picked.iter().map(read_meta).collect()
+        let mut out = Vec::with_capacity(picked.len());
+        for p in &picked {
+            match read_meta(p) {
+                Ok(meta) => out.push(meta),
+                Err(StorageError::Corrupt(_)) => self.set_aside(p.0, p.1.attempts),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A pending event whose record fails its check when read (damage in a sealed segment,
+    /// which start-up no longer reads): counted as damage and dead-lettered, so the forwarder
+    /// moves on and the event stays visible to the admin API instead of blocking its route.
+    fn set_aside(&self, seq: Seq, attempts: u32) {
+        tracing::error!(seq, "spool: a stored record fails its check when read; dead-lettered");
+        self.inner.shared.damaged.fetch_add(1, Ordering::Relaxed);
+        let Some(tx) = self.inner.tx.as_ref() else { return };
+        let (reply, _) = oneshot::channel();
+        let error = "record damaged on disk".to_owned();
+        let _ = tx.send(Cmd::Change(seq, Change::Dead { attempts, error }, reply));
     }
 
     pub fn meta(&self, seq: Seq) -> Result<Option<Meta>, StorageError> {
@@ -269,13 +303,12 @@ impl Spool {
 
     pub fn body(&self, seq: Seq) -> Result<Option<bytes::Bytes>, StorageError> {
         let picked = located(&*self.inner.shared.read()?, [seq]);
-        let Some((seq, e, file)) = picked.first() else {
+        let Some((seq, e, _, file)) = picked.first() else {
             return Ok(None);
         };
-        let mut body = vec![0u8; e.loc.layout.body_len as usize];
-        file.read_exact_at(&mut body, e.loc.at + u64::from(e.loc.layout.body_at))
-            .map_err(|err| StorageError::corrupt_record(*seq, format!("body unreadable: {err}")))?;
-        Ok(Some(bytes::Bytes::from(body)))
+        let record = read_record(*seq, e, file)?;
+        let body = &record[e.loc.layout.body_at as usize..];
+        Ok(Some(bytes::Bytes::copy_from_slice(body)))
     }
 
     /// Admin / pull listing, oldest first (seq order); see [`ListQuery`].
@@ -298,12 +331,12 @@ impl Spool {
             // One route and state: walk its set; otherwise the seq-ordered entries.
             let seqs: Box<dyn Iterator<Item = Seq>> = match (route, q.state) {
                 (Some(r), Some(s)) => Box::new(index.set(r, s).into_iter().flatten().copied()),
-                _ => Box::new(index.entries.keys().copied()),
+                _ => Box::new(index.entries.iter().map(|(seq, _)| seq)),
             };
             let mut total = 0u64;
             let mut page_seqs = Vec::new();
             for seq in seqs {
-                let Some(e) = index.entries.get(&seq) else { continue };
+                let Some(e) = index.entries.get(seq) else { continue };
                 if !matches(e) {
                     continue;
                 }
@@ -319,20 +352,35 @@ impl Spool {
     }
 
     /// Every event id stored with `received_at_ms` at or after `since_ms` (all states; purged
-    /// and compacted events are gone), oldest first.
+    /// and compacted events are gone), oldest first. Ids of events in sealed segments come from
+    /// the segment summaries (one sequential read each); the rest from their records' meta.
     pub fn ids_since(&self, since_ms: u64) -> Result<Vec<SeenId>, StorageError> {
-        let mut picked = {
+        // (segment, offset, seq) of wanted events in summarised segments, in file order.
+        let (mut from_summary, mut direct) = {
             let index = self.inner.shared.read()?;
-            let seqs = index
-                .entries
-                .iter()
-                .filter(|(_, e)| e.received_at_ms >= since_ms)
-                .map(|(&seq, _)| seq);
-            located(&index, seqs)
+            let mut from_summary = Vec::new();
+            let mut direct = Vec::new();
+            for (seq, e) in index.entries.iter().filter(|(_, e)| e.received_at_ms >= since_ms) {
+                match index.segments.get(&e.loc.seg) {
+                    Some(s) if s.summarized => from_summary.push((e.loc.seg, e.loc.at, seq)),
+                    _ => direct.push(seq),
+                }
+            }
+            (from_summary, direct)
         };
+        from_summary.sort_unstable();
+        let mut out = Vec::with_capacity(from_summary.len() + direct.len());
+        for chunk in from_summary.chunk_by(|a, b| a.0 == b.0) {
+            let seg = chunk[0].0;
+            match Summary::load(&self.inner.dir, seg) {
+                Some(sum) => ids_from_summary(&sum, chunk, &mut out, &mut direct),
+                // Dropped meanwhile (its events with it) or unreadable: read the records.
+                None => direct.extend(chunk.iter().map(|w| w.2)),
+            }
+        }
+        let mut picked = located(&*self.inner.shared.read()?, direct);
         // File order makes the reads sequential.
-        picked.sort_unstable_by_key(|(_, e, _)| (e.loc.seg, e.loc.at));
-        let mut out = Vec::with_capacity(picked.len());
+        picked.sort_unstable_by_key(|(_, e, _, _)| (e.loc.seg, e.loc.at));
         for p in &picked {
             let meta = read_meta(p)?;
             for (i, id) in meta.event_ids.iter().enumerate() {
@@ -359,7 +407,7 @@ impl Spool {
                 // Seq order is acceptance order, so the first pending is the oldest one.
                 rs.oldest_pending_received_at_ms = set
                     .first()
-                    .and_then(|seq| index.entries.get(seq))
+                    .and_then(|&seq| index.entries.get(seq))
                     .map(|e| e.received_at_ms);
             }
         }
@@ -390,6 +438,43 @@ impl Spool {
     }
 }
 
+/// The ids of the `wanted` (segment, offset, seq) events, all in `sum`'s segment and in offset
+/// order, from its append entries; events it cannot answer for go to `direct`.
+fn ids_from_summary(sum: &Summary, wanted: &[(SegNo, u64, Seq)], out: &mut Vec<SeenId>, direct: &mut Vec<Seq>) {
+    let mut wanted = wanted.iter().peekable();
+    for e in sum.entries() {
+        if e.kind != format::KIND_APPEND {
+            continue;
+        }
+        // Skip wanted events before this entry (not in the summary: read them directly).
+        while let Some(&&(_, at, seq)) = wanted.peek() {
+            if at >= e.at {
+                break;
+            }
+            direct.push(seq);
+            wanted.next();
+        }
+        let Some(&&(_, at, seq)) = wanted.peek() else { break };
+        if at != e.at {
+            continue;
+        }
+        wanted.next();
+        let head = format::parse_append_prefix(e.stored, e.payload_len);
+        match (head, summary::ids(e.stored)) {
+            (Some(head), Some(ids)) if head.seq == seq => {
+                out.extend(ids.into_iter().map(|id| SeenId {
+                    route: head.route.to_owned(),
+                    id: id.id.to_owned(),
+                    fingerprint: id.fingerprint,
+                    received_at_ms: head.received_at_ms,
+                }));
+            }
+            _ => direct.push(seq),
+        }
+    }
+    direct.extend(wanted.map(|w| w.2));
+}
+
 fn page(q: &ListQuery, total: u64, items: Vec<Meta>) -> Page {
     Page {
         count: items.len() as u64,
@@ -400,25 +485,43 @@ fn page(q: &ListQuery, total: u64, items: Vec<Meta>) -> Page {
     }
 }
 
-type Located = (Seq, Entry, Arc<File>);
+/// An event, its last error and its segment file.
+type Located = (Seq, Entry, Option<String>, Arc<File>);
 
 /// Entries and their segment files, copied out so records are read without holding the lock.
 fn located(index: &Index, seqs: impl IntoIterator<Item = Seq>) -> Vec<Located> {
     seqs.into_iter()
         .filter_map(|seq| {
-            let e = index.entries.get(&seq)?;
-            Some((seq, e.clone(), index.file(e.loc.seg)?))
+            let e = index.entries.get(seq)?;
+            let error = index.last_error(seq).map(str::to_owned);
+            Some((seq, *e, error, index.file(e.loc.seg)?))
         })
         .collect()
 }
 
+/// Reads an event's whole record and checks its CRC: records of summarised segments were not
+/// checked at start-up, so damage there is found here, never served.
+fn read_record(seq: Seq, e: &Entry, file: &File) -> Result<Vec<u8>, StorageError> {
+    let mut record = vec![0u8; e.loc.record_len() as usize];
+    file.read_exact_at(&mut record, e.loc.at)
+        .map_err(|err| match err.kind() {
+            // Cut short: damage. Anything else may pass (EIO): not a reason to dead-letter.
+            std::io::ErrorKind::UnexpectedEof => StorageError::corrupt_record(seq, "cut short"),
+            _ => StorageError::Io(format!("record {seq} unreadable: {err}")),
+        })?;
+    match format::read(&record, 0) {
+        format::Found::Record { kind, next, .. } if kind == format::KIND_APPEND && next == record.len() => Ok(record),
+        _ => Err(StorageError::corrupt_record(seq, "record fails its check (CRC)")),
+    }
+}
+
 /// Reads an event's meta JSON and overlays the state the index holds (newer than the JSON).
-fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
+fn read_meta((seq, e, last_error, file): &Located) -> Result<Meta, StorageError> {
     let seq = *seq;
-    let mut raw = vec![0u8; e.loc.layout.meta_len as usize];
-    file.read_exact_at(&mut raw, e.loc.at + u64::from(e.loc.layout.meta_at))
-        .map_err(|err| StorageError::corrupt_record(seq, format!("unreadable: {err}")))?;
-    let mut meta: Meta = serde_json::from_slice(&raw).map_err(|err| StorageError::corrupt_record(seq, err))?;
+    let record = read_record(seq, e, file)?;
+    let (at, len) = (e.loc.layout.meta_at as usize, e.loc.layout.meta_len as usize);
+    let raw = &record[at..at + len];
+    let mut meta: Meta = serde_json::from_slice(raw).map_err(|err| StorageError::corrupt_record(seq, err))?;
     if meta.seq != seq {
         return Err(StorageError::corrupt_record(seq, format!("holds seq {}", meta.seq)));
     }
@@ -426,8 +529,8 @@ fn read_meta((seq, e, file): &Located) -> Result<Meta, StorageError> {
     meta.attempts = e.attempts;
     meta.next_attempt_at_ms = e.next_attempt_at_ms;
     meta.updated_at_ms = e.updated_at_ms;
-    if let Some(err) = &e.last_error {
-        meta.last_error = Some(err.to_string());
+    if let Some(err) = last_error {
+        meta.last_error = Some(err.clone());
     }
     Ok(meta)
 }

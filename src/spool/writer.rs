@@ -25,6 +25,11 @@
 //! deleted; a head segment that is mostly garbage has its few live records copied forward in
 //! small steps first. Segments are only ever dropped from the head, so a remove or state record
 //! never disappears while the append it refers to is still on disk.
+//!
+//! Summaries: the writer keeps the active segment's summary (`summary.rs`) up to date from the
+//! bytes it writes, and when it moves to a new segment (full, or abandoned after a failure) it
+//! syncs the old one and writes that summary, so the next start need not read it. A dropped
+//! segment's summary goes with it.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -40,8 +45,9 @@ use super::error::StorageError;
 use super::format::{self, StateRec};
 use super::index::{Index, Loc, SegNo, Segment};
 use super::model::{NewDelivery, Seq, State};
-use super::ops::{apply_state, Change, Chunk, Effect, Plan};
+use super::ops::{Change, Chunk, Effect, Plan};
 use super::segment;
+use super::summary::{self, Builder};
 
 /// Longest time a lazy state change may stay un-fsync'd.
 pub(crate) const FLUSH_AFTER: Duration = Duration::from_secs(1);
@@ -184,6 +190,10 @@ pub(crate) struct Writer {
     backoff: Duration,
     last_error: StorageError,
     last_maintenance: Instant,
+    /// The active segment's summary so far, written when it is sealed; `None`: none will be.
+    summary: Option<Builder>,
+    /// Size of new segments.
+    segment_bytes: u64,
 }
 
 impl Writer {
@@ -192,15 +202,22 @@ impl Writer {
         shared: Arc<Shared>,
         dir: PathBuf,
         next_seq: Seq,
-        active: Option<(SegNo, u64)>,
+        // The active segment, its first free byte and its summary so far.
+        active: Option<(SegNo, u64, Option<Builder>)>,
         max_batch: usize,
+        segment_bytes: u64,
     ) -> Self {
-        let active = active.and_then(|(no, pos)| {
-            let index = shared.write();
-            let file = index.file(no)?;
-            let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
-            Some(Active { no, file, pos, cap })
-        });
+        let (active, summary) = match active {
+            Some((no, pos, summary)) => {
+                let file = shared.write().file(no);
+                let active = file.map(|file| {
+                    let cap = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    Active { no, file, pos, cap }
+                });
+                (active, summary)
+            }
+            None => (None, None),
+        };
         Writer {
             rx,
             shared,
@@ -215,6 +232,8 @@ impl Writer {
             backoff: REOPEN_BACKOFF_MIN,
             last_error: StorageError::Closed,
             last_maintenance: Instant::now(),
+            summary,
+            segment_bytes,
         }
     }
 
@@ -326,10 +345,10 @@ impl Writer {
                     entry.route = index.route_id(&route);
                     entry.loc.seg = seg;
                     entry.loc.at += at;
-                    index.put(seq, entry);
+                    index.put(seq, entry, false);
                 }
                 Effect::Update(rec) => {
-                    index.update(rec.seq, |e| apply_state(e, &rec));
+                    index.set_state(&rec);
                 }
                 Effect::Remove(seq) => {
                     index.remove(seq);
@@ -369,6 +388,10 @@ impl Writer {
         match result {
             Ok(()) => {
                 let lazy_len = self.lazy.len() as u64;
+                if let Some(summary) = self.summary.as_mut() {
+                    summary.records(&self.lazy, start);
+                    summary.records(buf, start + lazy_len);
+                }
                 self.lazy.clear();
                 active.pos += len;
                 let no = active.no;
@@ -388,6 +411,8 @@ impl Writer {
                 // The segment's state after a failed write or sync is unknown: cut the partial
                 // write off (best effort) and never write to it again.
                 let _ = segment::cut(&active.file, start);
+                let (no, file) = (active.no, active.file.clone());
+                self.seal(no, &file, start);
                 self.active = None;
                 self.broken = true;
                 self.last_error = e.clone();
@@ -416,10 +441,13 @@ impl Writer {
             .keys()
             .next_back()
             .map_or(1, |n| n + 1);
+        if let Some(a) = self.active.take() {
+            self.seal(a.no, &a.file, a.pos);
+        }
         let need = len + 64;
         let created = fault(&self.shared)
             .map_err(StorageError::from)
-            .and_then(|()| segment::create(&self.dir, no, self.next_seq, need));
+            .and_then(|()| segment::create(&self.dir, no, self.next_seq, need.max(self.segment_bytes)));
         match created {
             Ok(file) => {
                 let file = Arc::new(file);
@@ -429,6 +457,7 @@ impl Writer {
                     .write()
                     .segments
                     .insert(no, Segment::empty(file.clone(), pos));
+                self.summary = Some(segment::new_summary(self.next_seq));
                 self.active = Some(Active { no, file, pos, cap });
                 self.broken = false;
                 if recovering {
@@ -501,6 +530,7 @@ impl Writer {
                 if let Err(e) = std::fs::remove_file(segment::path(&self.dir, no)) {
                     tracing::warn!(segment = no, error = %e, "spool: cannot remove an emptied segment");
                 }
+                let _ = std::fs::remove_file(summary::path(&self.dir, no));
                 continue;
             }
             if live_bytes * 4 < written {
@@ -512,7 +542,7 @@ impl Writer {
 
     /// Re-appends up to [`COPY_STEP`] bytes of segment `no`'s live events at the log's end.
     fn copy_forward(&mut self, no: SegNo) {
-        let picks: Vec<(Seq, super::index::Entry, Arc<File>)> = {
+        let picks: Vec<(Seq, super::index::Entry, Option<String>, Arc<File>)> = {
             let index = self.shared.read_unchecked();
             let Some(file) = index.file(no) else { return };
             let mut bytes = 0;
@@ -524,12 +554,12 @@ impl Writer {
                     bytes += e.loc.record_len();
                     bytes <= COPY_STEP || bytes == e.loc.record_len()
                 })
-                .map(|(&seq, e)| (seq, e.clone(), file.clone()))
+                .map(|(seq, e)| (seq, *e, index.last_error(seq).map(str::to_owned), file.clone()))
                 .collect()
         };
         let mut buf = Vec::new();
         let mut moves = Vec::new();
-        for (seq, e, file) in picks {
+        for (seq, e, last_error, file) in picks {
             let len = e.loc.record_len() as usize;
             let mut rec = vec![0u8; len];
             if let Err(err) = file.read_exact_at(&mut rec, e.loc.at) {
@@ -547,7 +577,7 @@ impl Writer {
                     attempts: e.attempts,
                     next_attempt_at_ms: e.next_attempt_at_ms,
                     updated_at_ms: e.updated_at_ms,
-                    last_error: e.last_error.as_deref().map(str::to_owned),
+                    last_error,
                 },
             );
             moves.push((seq, e.loc, at));
@@ -559,21 +589,39 @@ impl Writer {
             Ok((seg, base)) => {
                 let mut index = self.shared.write();
                 for (seq, old, at) in moves {
-                    let Some(mut entry) = index.entries.get(&seq).cloned() else {
+                    let Some(entry) = index.entries.get(seq) else {
                         continue;
                     };
                     if entry.loc.seg != old.seg || entry.loc.at != old.at {
                         continue;
                     }
-                    entry.loc = Loc {
+                    let loc = Loc {
                         seg,
                         at: base + at,
                         layout: old.layout,
                     };
-                    index.put(seq, entry);
+                    index.relocate(seq, loc);
                 }
             }
             Err(e) => tracing::error!(error = %e, "spool: copy-forward failed"),
+        }
+    }
+
+    /// Segment `no` takes no more writes (full, or abandoned after a failure at `end`): sync
+    /// the lazy records it may hold and write its summary. Best effort: without a summary the
+    /// next start reads the segment in full.
+    fn seal(&mut self, no: SegNo, file: &File, end: u64) {
+        let Some(summary) = self.summary.take() else { return };
+        if fault(&self.shared).is_err() || file.sync_data().is_err() {
+            return;
+        }
+        match summary.write(&self.dir, no, end) {
+            Ok(()) => {
+                if let Some(s) = self.shared.write().segments.get_mut(&no) {
+                    s.summarized = true;
+                }
+            }
+            Err(e) => tracing::warn!(segment = no, error = %e, "spool: cannot write a segment summary"),
         }
     }
 

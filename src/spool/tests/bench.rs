@@ -91,8 +91,19 @@ async fn start_up_with_many_events() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let base = std::env::var("SPOOL_BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string());
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let spool = open(dir.path());
+    // SPOOL_BENCH_STORE=/path: fill that store once and keep it, so later runs only measure
+    // the start-up (filling 1M events takes minutes).
+    let kept = std::env::var_os("SPOOL_BENCH_STORE").map(std::path::PathBuf::from);
+    let temp = tempfile::tempdir_in(base).unwrap();
+    let dir_path = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    if kept.as_ref().is_none_or(|k| !k.join("seg-00000001.log").exists()) {
+        fill(&dir_path, n).await;
+    }
+    start_up(&dir_path).await;
+}
+
+async fn fill(dir: &std::path::Path, n: usize) {
+    let spool = open(dir);
     let body = bytes::Bytes::from(vec![b'x'; 2500]);
     let tasks = 32;
     let commits = spool.commits();
@@ -130,7 +141,7 @@ async fn start_up_with_many_events() {
     }
     spool.close().await;
     let mut blocks = 0;
-    for e in std::fs::read_dir(dir.path()).unwrap() {
+    for e in std::fs::read_dir(dir).unwrap() {
         use std::os::unix::fs::MetadataExt;
         blocks += e.unwrap().metadata().unwrap().blocks() * 512;
     }
@@ -141,24 +152,32 @@ async fn start_up_with_many_events() {
         blocks as f64 / seqs.len() as f64 / 2500.0
     );
     drop(spool);
+}
 
+async fn start_up(dir: &std::path::Path) {
     for cache in ["warm", "again"] {
         let start = Instant::now();
-        let spool = open(dir.path());
+        let spool = open(dir);
         let opened = start.elapsed();
+        let rss_open = rss();
         let ids = spool.ids_since(0).unwrap().len();
         let rebuilt = start.elapsed();
         let first = spool.pending("r", None, 200).unwrap().len();
-        let rss = std::fs::read_to_string("/proc/self/status")
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS"))
-            .unwrap_or("")
-            .to_string();
         println!(
-            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; {rss}",
+            "start-up ({cache} page cache): open {opened:?}, + ids_since ({ids} ids) {rebuilt:?}, first 200 pending {first} at {:?}; pending {}; VmRSS after open {rss_open}, after ids_since {}",
             start.elapsed(),
-            spool.stats().unwrap().routes["r"].pending
+            spool.stats().unwrap().routes["r"].pending,
+            rss()
         );
     }
+}
+
+fn rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }

@@ -4,8 +4,10 @@ mod basic;
 mod bench;
 mod corrupt;
 mod durability;
+mod entries;
 mod fault;
 mod migrate;
+mod segments;
 mod sweep;
 mod torn;
 
