@@ -14,7 +14,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::shared::Shared;
 use crate::spool::{ListQuery, Spool, State};
 

@@ -3,8 +3,8 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
 use crate::identity::{ClientDn, ClientIdentity};
+use crate::secret::Secret;
 
 /// Why a request was refused before its body was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,10 +16,11 @@ use crate::checks::Denied;
 use crate::forward::forwardable_headers;
 use crate::identity::ClientIdentity;
 use crate::metrics::NO_ROUTE;
+use crate::names::RouteName;
 use crate::profile::extract;
 use crate::redact;
 use crate::reply::{Outcome, Reply};
-use crate::route::{Route, RouteName};
+use crate::route::Route;
 use crate::shared::Shared;
 
 pub struct Ingest {

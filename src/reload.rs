@@ -76,7 +76,8 @@ impl Reloader {
         // Reading files and parsing keys is blocking work.
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
-            let material = tls::load(&config.listen).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
+            let material =
+                tls::load(&config.listen.tls).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
             Ok::<_, String>((config, material))
         })
         .await

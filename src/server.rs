@@ -18,9 +18,9 @@ use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::profile::EventId;
+use crate::names::{EventId, RouteName};
 use crate::reload::{Fixed, Reloader, SighupService};
-use crate::route::{RouteName, Routes};
+use crate::route::Routes;
 use crate::shared::Shared;
 use crate::spool::{Spool, SpoolOptions};
 use crate::tls::{self, LiveTls};
@@ -54,7 +54,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     init_logging(&config);
     pingora::tls::install_default_crypto_provider();
 
-    let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
+    let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
 
     let (dedupe, redis_options) = match &config.dedupe.backend {
         DedupeBackend::Memory => (Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries), None),

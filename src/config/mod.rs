@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use values::{read_key_material, resolve_secret, Dur, Secret, Size};
+pub use crate::secret::Secret;
+pub use crate::tls_files::{CrlExpired, TlsFiles};
+pub use values::{read_key_material, resolve_secret, Dur, Size};
 
 use crate::checks::{RouteAuth, SecretCheck};
 use crate::forward::Upstream;
 use crate::identity::ClientDn;
+use crate::names::RouteName;
 use crate::profile::{AnswerOverrides, Profile, ProfileOverrides};
-use crate::route::{AckMode, Route, RouteName};
+use crate::route::{AckMode, Route};
 
 /// Body limit when a route does not set `max_body`.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
@@ -94,39 +97,13 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct Listen {
     pub addr: String,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    /// Certificate revocation lists (PEM or DER files) that client certificates are checked
-    /// against in the handshake; none by default. Needs `client_ca`.
-    pub client_crl: Vec<PathBuf>,
-    /// What a CRL past its nextUpdate does (`client_crl_expired`): refuse by default.
-    pub client_crl_expired: CrlExpired,
-    /// Refuse the handshake when no client certificate is sent (off by default: secret-only
-    /// senders such as the Mastercard Gateway present none).
-    pub require_client_cert: bool,
+    pub tls: TlsFiles,
     /// Connections past the TLS handshake, at most; one more is answered 503 and closed.
     pub max_connections: usize,
     /// Deadline for the first request header of a connection.
     pub header_timeout: Duration,
     /// Deadline for each later request header of a kept-alive connection (idle time included).
     pub idle_timeout: Duration,
-}
-
-/// What happens to a client certificate checked against a CRL that is past its nextUpdate.
-///
-/// `refuse` (the default) fails the handshake (counted as `reason="crl_expired"`): a stale
-/// CRL cannot show a revocation made since, so trusting it would let a revoked sender in for
-/// as long as the CRL is not refreshed — the fail-closed answer a payments security review
-/// asks for. The cost is availability if the refresh job breaks, which is why
-/// `pushgate_crl_next_update_timestamp_seconds` is exported and alerted on well before.
-/// `allow` uses the stale CRL anyway (rustls' own default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CrlExpired {
-    #[default]
-    Refuse,
-    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -453,12 +430,14 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
     check_addr(&raw.listen.addr).map_err(|m| err("listen.addr", m))?;
     let listen = Listen {
         addr: raw.listen.addr,
-        cert: base.join(&raw.listen.tls.cert),
-        key: base.join(&raw.listen.tls.key),
-        client_ca: raw.listen.tls.client_ca.map(|p| base.join(p)),
-        client_crl: raw.listen.tls.client_crl.iter().map(|p| base.join(p)).collect(),
-        client_crl_expired: raw.listen.tls.client_crl_expired,
-        require_client_cert: raw.listen.tls.require_client_cert,
+        tls: TlsFiles {
+            cert: base.join(&raw.listen.tls.cert),
+            key: base.join(&raw.listen.tls.key),
+            client_ca: raw.listen.tls.client_ca.map(|p| base.join(p)),
+            client_crl: raw.listen.tls.client_crl.iter().map(|p| base.join(p)).collect(),
+            client_crl_expired: raw.listen.tls.client_crl_expired,
+            require_client_cert: raw.listen.tls.require_client_cert,
+        },
         max_connections: raw.listen.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
         header_timeout: raw.listen.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |d| d.0),
         idle_timeout: raw.listen.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
@@ -469,20 +448,20 @@ fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<Config, Conf
     if listen.header_timeout.is_zero() || listen.idle_timeout.is_zero() {
         return Err(err("listen", "header_timeout and idle_timeout must be positive".into()));
     }
-    if listen.require_client_cert && listen.client_ca.is_none() {
+    if listen.tls.require_client_cert && listen.tls.client_ca.is_none() {
         return Err(err(
             "listen.tls.require_client_cert",
             "needs listen.tls.client_ca to verify the certificates against".into(),
         ));
     }
-    if !listen.client_crl.is_empty() && listen.client_ca.is_none() {
+    if !listen.tls.client_crl.is_empty() && listen.tls.client_ca.is_none() {
         return Err(err(
             "listen.tls.client_crl",
             "needs listen.tls.client_ca: revocation is checked for certificates verified against it".into(),
         ));
     }
     // Certificates are checked here, not left to the listener, which panics on a bad file.
-    crate::tls::check_files(&listen).map_err(|(key, m)| err(key, m))?;
+    crate::tls::check_files(&listen.tls).map_err(|(key, m)| err(key, m))?;
 
     let admin_addr = raw.admin.addr.unwrap_or_else(|| DEFAULT_ADMIN_ADDR.into());
     let admin_addr = if admin_addr.is_empty() { None } else { Some(admin_addr) };

@@ -30,8 +30,7 @@ use tokio::sync::watch;
 pub use memory::MemorySeen;
 pub use redis::{Answer, RedisError, RedisOptions, RedisSeen, RemoteClaim};
 
-use crate::profile::EventId;
-use crate::route::RouteName;
+use crate::names::{EventId, RouteName};
 
 /// How long a request waits for a twin being stored by another replica.
 const REMOTE_TWIN_WAIT: Duration = Duration::from_secs(10);
