@@ -14,13 +14,12 @@ use crate::dedupe::{ClaimGuard, Key, Slot, Want};
 use crate::forward::{Delivery, SendError};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::redact;
+use crate::refusal::Refusal;
 use crate::reply::{Outcome, Reply};
 use crate::route::{AckMode, OnConflict, Route};
 use crate::shared::Shared;
 use crate::spool::NewDelivery;
 
-/// What a sender is told to wait when storage cannot write.
-pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a request waits for the store to open (only during a `-u` takeover, while the old
 /// process finishes its grace period, or a `-d` start).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -50,7 +49,7 @@ pub struct EventTally {
 /// Header naming, for each event the app receives, the content its id was first seen with.
 pub const CONFLICT_HEADER: &str = "x-pushgate-conflict";
 
-pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Reply {
+pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Result<Reply, Refusal> {
     let events = &n.extracted.events;
     tally.ids = events.iter().map(|e| e.id.to_string()).collect();
     tally.missing_id = events.iter().filter(|e| e.id_source == IdSource::Hash).count() as u64;
@@ -58,7 +57,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     // The store first: until it is open (only during a -u takeover or a -d start) the
     // duplicate memory has not been rebuilt from it, so no claim can be trusted yet.
     let Some(spool) = shared.store.within(STORE_WAIT).await else {
-        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+        return Err(Refusal::Unavailable("storage is not open yet".into()));
     };
     let wants: Vec<Want> = events
         .iter()
@@ -72,7 +71,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         Err(e) => {
             // Policy `refuse`: nothing is stored unchecked; the sender retries later.
             shared.metrics.dedupe_unavailable.with_label_values(&["refuse"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(e.to_string());
+            return Err(Refusal::Unavailable(e.to_string()));
         }
     };
     // Taken events: delivered (`fresh`, each with the first fingerprint if it conflicts) or
@@ -142,7 +141,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             tally.new = 0;
             tally.conflict = 0;
             shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+            return Err(Refusal::Unavailable(format!("storage: {e}")));
         }
         shared.dedupe.commit_all(held_guards);
     }
@@ -152,7 +151,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         } else {
             Outcome::Duplicate
         };
-        return own_answer(outcome);
+        return Ok(own_answer(outcome));
     }
 
     // The out-of-date status guard (src/stale.rs): a status older than one already accepted for
@@ -164,7 +163,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.storage_errors.with_label_values(&["stale"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+            return Err(Refusal::Unavailable(format!("storage: {e}")));
         }
     };
     let hold = stale.stale
@@ -205,7 +204,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             let own =
                 matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_)).then(|| own_answer(Outcome::Accepted));
             let reply = deliver_now(shared, &n.route, &delivery, guards, tally, own).await;
-            if reply.outcome == Outcome::Accepted {
+            if reply.is_ok() {
                 shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
             }
             reply
@@ -220,13 +219,13 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
                     if !hold {
                         shared.forwarder().stored(seq, ordering_key, delivery);
                     }
-                    own_answer(Outcome::Accepted)
+                    Ok(own_answer(Outcome::Accepted))
                 }
                 Err(e) => {
                     shared.dedupe.release_all(guards); // nothing marked seen: the retry is taken afresh
                     tally.new = 0;
                     shared.metrics.storage_errors.with_label_values(&["append"]).inc();
-                    Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
+                    Err(Refusal::Unavailable(format!("storage: {e}")))
                 }
             }
         }
@@ -287,8 +286,8 @@ fn log_conflict(route: &Route, event: &Event, first: u64) {
 }
 
 /// Keeps a body an authenticated sender sent that could not be understood, so nothing is
-/// lost: it is listed and can be replayed once the cause is fixed. The sender gets 400 if it
-/// is stored, 503 (retry) if even that fails.
+/// lost: it is listed and can be replayed once the cause is fixed. The sender is refused either
+/// way: `Quarantined` (400) if it is stored, `Unavailable` (503, retry) if even that fails.
 pub async fn quarantine(
     shared: &Shared,
     route: &Route,
@@ -297,9 +296,9 @@ pub async fn quarantine(
     headers: Vec<(String, String)>,
     body: Bytes,
     reason: String,
-) -> Reply {
+) -> Refusal {
     let Some(spool) = shared.store.within(STORE_WAIT).await else {
-        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+        return Refusal::Unavailable("storage is not open yet".into());
     };
     let stored = spool
         .append(NewDelivery {
@@ -321,13 +320,11 @@ pub async fn quarantine(
                 .events
                 .with_label_values(&[route.name.as_str(), "quarantined"])
                 .inc();
-            let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(reason);
-            r.close = false;
-            r
+            Refusal::Quarantined(reason)
         }
         Err(e) => {
             shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
-            Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
+            Refusal::Unavailable(format!("storage: {e}"))
         }
     }
 }
@@ -340,7 +337,7 @@ async fn deliver_now(
     guards: Vec<ClaimGuard>,
     tally: &mut EventTally,
     own_answer: Option<Reply>,
-) -> Reply {
+) -> Result<Reply, Refusal> {
     let started = std::time::Instant::now();
     let result = shared.client.send(&route.upstream, delivery, 1).await;
     let name = route.name.as_str();
@@ -354,23 +351,28 @@ async fn deliver_now(
             // Delivered: only now are the ids seen.
             shared.dedupe.commit_all(guards);
             shared.metrics.forward.with_label_values(&[name, "delivered"]).inc();
-            own_answer.unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body))
+            Ok(own_answer
+                .unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body)))
         }
         Ok(resp) => {
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
-            let mut reply = Reply::answer(resp.status, Outcome::Unavailable, resp.content_type, resp.body)
-                .with_reason(format!("app answered {}", resp.status));
-            reply.retry_after = resp.retry_after;
-            reply
+            Err(Refusal::AppRefused {
+                status: resp.status,
+                content_type: resp.content_type,
+                body: resp.body,
+                retry_after: resp.retry_after,
+            })
         }
         Err(e) => {
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
-            let status = if matches!(e, SendError::Timeout(_)) { 504 } else { 502 };
-            Reply::answer(status, Outcome::Unavailable, None, Bytes::new()).with_reason(e.to_string())
+            Err(Refusal::AppUnreachable {
+                timed_out: matches!(e, SendError::Timeout(_)),
+                reason: e.to_string(),
+            })
         }
     }
 }

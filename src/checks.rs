@@ -15,6 +15,15 @@ pub enum Denied {
     Secret,
 }
 
+impl From<Denied> for crate::refusal::Refusal {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Identity => crate::refusal::Refusal::Identity,
+            Denied::Secret => crate::refusal::Refusal::Secret,
+        }
+    }
+}
+
 /// A secret header and the values it may carry (several, so a secret can rotate without downtime).
 #[derive(Debug)]
 pub struct SecretCheck {

@@ -1,7 +1,8 @@
 //! The one Pingora handler. It answers every request itself (nothing is proxied as is) by
-//! running the stages in SPEC §4's order, each a plain function elsewhere:
-//! route → method → identity and secret → body → decode → accept. One log line and the
-//! request metrics are emitted together in `logging`, so they cannot disagree.
+//! running the stages in SPEC §4's order, each a plain function elsewhere returning
+//! `Result<_, Refusal>`: route → method → identity and secret → body → decode → accept; a
+//! refusal becomes its answer in one table ([`crate::refusal`]). One log line and the request
+//! metrics are emitted together in `logging`, so they cannot disagree.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -12,13 +13,13 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::accept::{accept, quarantine, EventTally, Notification};
-use crate::checks::Denied;
 use crate::forward::forwardable_headers;
 use crate::identity::ClientIdentity;
 use crate::metrics::NO_ROUTE;
 use crate::names::RouteName;
 use crate::profile::extract;
 use crate::redact;
+use crate::refusal::Refusal;
 use crate::reply::{Outcome, Reply};
 use crate::route::Route;
 use crate::shared::Shared;
@@ -73,7 +74,7 @@ impl ProxyHttp for Ingest {
         // every request's body is read to its end or the connection is closed (Reply::close),
         // so the bytes after a body are always the next request's.
         session.set_pipelining_enabled(true);
-        let reply = self.handle(session, log).await;
+        let reply = self.handle(session, log).await.unwrap_or_else(Refusal::reply);
         log.status = reply.status;
         log.outcome = Some(reply.outcome);
         log.reason = reply.reason.clone();
@@ -138,7 +139,7 @@ impl ProxyHttp for Ingest {
 }
 
 impl Ingest {
-    async fn handle(&self, session: &mut Session, log: &mut RequestLog) -> Reply {
+    async fn handle(&self, session: &mut Session, log: &mut RequestLog) -> Result<Reply, Refusal> {
         let received_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -150,23 +151,18 @@ impl Ingest {
 
         // 1. route, 2. method
         let routes = self.shared.routes();
-        let Some(route) = routes.find(session.req_header().uri.path()).cloned() else {
-            return Reply::refuse(404, Outcome::NotFound);
-        };
+        let route = routes
+            .find(session.req_header().uri.path())
+            .cloned()
+            .ok_or(Refusal::NotFound)?;
         log.route = Some(route.name.clone());
         if session.req_header().method != http::Method::POST {
-            let mut r = Reply::refuse(405, Outcome::RejectedMethod);
-            r.allow = Some("POST");
-            return r;
+            return Err(Refusal::Method);
         }
 
         // 3. identity (403), then the secret (401)
         let headers = &session.req_header().headers;
-        match route.auth.check(identity, headers) {
-            Err(Denied::Identity) => return Reply::refuse(403, Outcome::RejectedDn),
-            Err(Denied::Secret) => return Reply::refuse(401, Outcome::RejectedSecret),
-            Ok(()) => {}
-        }
+        route.auth.check(identity, headers)?;
         if let Some(attempt) = headers
             .get("x-notification-attempt")
             .and_then(|v| v.to_str().ok())
@@ -180,10 +176,7 @@ impl Ingest {
         }
 
         // 4. the body, bounded in size and time
-        let body = match crate::body::read(session, route.max_body, route.read_timeout).await {
-            Ok(b) => b,
-            Err(reply) => return reply,
-        };
+        let body = crate::body::read(session, route.max_body, route.read_timeout).await?;
 
         // 5. what it says: decrypted first where the route holds keys (the id is under the cipher)
         let headers = &session.req_header().headers;
@@ -197,7 +190,7 @@ impl Ingest {
             Ok(x) => x,
             Err(reason) => {
                 // The raw body as received, so a replay after a fix sees exactly what came.
-                return quarantine(
+                return Err(quarantine(
                     &self.shared,
                     &route,
                     log.client_dn.clone(),
@@ -206,7 +199,7 @@ impl Ingest {
                     body,
                     reason,
                 )
-                .await;
+                .await);
             }
         };
         if let Some(content_type) = decrypted_type {

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod names;
 pub mod profile;
 pub mod redact;
+pub mod refusal;
 pub mod reload;
 pub mod reply;
 pub mod route;

@@ -259,7 +259,7 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
         1.0
     );
     assert_eq!(
-        metric(&m, r#"pushgate_requests_total{outcome="rejected_size",route="xbs"}"#),
+        metric(&m, r#"pushgate_requests_total{outcome="rejected_timeout",route="xbs"}"#),
         1.0,
         "the 408 is counted"
     );
