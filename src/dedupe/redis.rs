@@ -97,7 +97,7 @@ static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 /// How the Redis memory is reached and how long it remembers.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS. For Cluster, either set
     /// `cluster` or use the scheme `redis+cluster://` / `rediss+cluster://`; several seed
