@@ -11,14 +11,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::dedupe::{ClaimGuard, Key, Slot, Want};
-use crate::forward::{Delivery, SendError};
+use crate::forward::{Delivery, Flags, SendError};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::redact;
 use crate::refusal::Refusal;
 use crate::reply::{Outcome, Reply};
 use crate::route::{AckMode, OnConflict, Route};
 use crate::shared::Shared;
-use crate::spool::NewDelivery;
 
 /// How long a request waits for the store to open (only during a `-u` takeover, while the old
 /// process finishes its grace period, or a `-d` start).
@@ -47,7 +46,7 @@ pub struct EventTally {
 }
 
 /// Header naming, for each event the app receives, the content its id was first seen with.
-pub const CONFLICT_HEADER: &str = "x-pushgate-conflict";
+pub use crate::forward::CONFLICT_HEADER;
 
 pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Result<Reply, Refusal> {
     let events = &n.extracted.events;
@@ -108,7 +107,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     }
     tally.new = fresh.iter().filter(|(_, first)| first.is_none()).count() as u64;
     tally.duplicate = events.len() as u64 - tally.new - tally.conflict;
-    let mut headers = n.headers;
+    let mut flags = Flags::default();
     if unchecked > 0 {
         // Policy `accept`: better a duplicate the app can drop by X-Pushgate-Event-Id than a
         // notification refused while the shared memory is away. Flagged and counted.
@@ -117,24 +116,14 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             .dedupe_unavailable
             .with_label_values(&["accept"])
             .inc_by(unchecked);
-        headers.push(("x-pushgate-dedupe".into(), "unchecked".into()));
+        flags.unchecked = true;
     }
 
     let (status, content_type, body) = n.route.profile.answer.render(events);
     let own_answer = |outcome| Reply::answer(status, outcome, content_type.map(str::to_string), body.clone());
     if !held.is_empty() {
         // Quarantined conflicts are safe once stored, whatever happens to the others.
-        let stored = spool
-            .append(new_delivery(
-                &n.route,
-                &n.client_dn,
-                n.received_at_ms,
-                &headers,
-                &held,
-                n.extracted.batch,
-                true,
-            ))
-            .await;
+        let stored = spool.append(record(&n, flags, &held, true)).await;
         if let Err(e) = stored {
             shared.dedupe.release_all(held_guards);
             shared.dedupe.release_all(guards);
@@ -171,30 +160,11 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             .stale
             .as_ref()
             .is_some_and(|g| g.on_stale == crate::stale::OnStale::Quarantine);
-    if stale.stale {
-        headers.push((crate::stale::HEADER.into(), "true".into()));
-    }
-
-    let mut stored = new_delivery(
-        &n.route,
-        &n.client_dn,
-        n.received_at_ms,
-        &headers,
-        &fresh,
-        n.extracted.batch,
-        false,
-    );
+    flags.stale = stale.stale;
+    let mut delivery = record(&n, flags, &fresh, false);
     if hold {
-        stored.quarantine_reason = Some("stale: a newer status of this transaction was accepted".into());
+        delivery.quarantine_reason = Some("stale: a newer status of this transaction was accepted".into());
     }
-    let delivery = Delivery {
-        route: stored.route.clone(),
-        event_ids: stored.event_ids.clone(),
-        client_dn: stored.client_dn.clone(),
-        received_at_ms: stored.received_at_ms,
-        headers: stored.headers.clone(),
-        body: stored.body.clone(),
-    };
 
     // A held status is stored quarantined, whatever the route's ack: the sender gets its 200.
     match if hold { AckMode::Spool } else { n.route.ack } {
@@ -210,13 +180,13 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             reply
         }
         AckMode::Spool => {
-            let ordering_key = stored.ordering_key.clone();
-            match spool.append(stored).await {
+            match spool.append(delivery.clone()).await {
                 Ok(seq) => {
                     // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
                     shared.dedupe.commit_all(guards);
                     shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
                     if !hold {
+                        let ordering_key = delivery.ordering_key.clone();
                         shared.forwarder().stored(seq, ordering_key, delivery);
                     }
                     Ok(own_answer(Outcome::Accepted))
@@ -232,36 +202,26 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     }
 }
 
-/// What the spool keeps for taken events: their ids and fingerprints, and a body and headers
-/// the app can be given as they are. Conflicting events are flagged with [`CONFLICT_HEADER`]:
-/// one entry per event, in body order, `first-fingerprint=<16 hex>` or `-`.
-fn new_delivery(
-    route: &Route,
-    client_dn: &Option<String>,
-    received_at_ms: u64,
-    headers: &[(String, String)],
-    taken: &[(&Event, Option<u64>)],
-    batch: bool,
-    quarantined: bool,
-) -> NewDelivery {
-    let mut headers = headers.to_vec();
-    if taken.iter().any(|(_, first)| first.is_some()) {
-        let marks: Vec<String> = taken
-            .iter()
-            .map(|(_, first)| first.map_or("-".into(), |f| format!("first-fingerprint={f:016x}")))
-            .collect();
-        headers.push((CONFLICT_HEADER.into(), marks.join(",")));
+/// The one record of taken events: their ids and fingerprints, and a body and headers the
+/// app can be given as they are (conflicting events flagged with [`CONFLICT_HEADER`]).
+fn record(n: &Notification, flags: Flags<'_>, taken: &[(&Event, Option<u64>)], quarantined: bool) -> Delivery {
+    let mut headers = n.headers.clone();
+    let conflicts: Vec<Option<u64>> = taken.iter().map(|(_, first)| *first).collect();
+    Flags {
+        conflicts: &conflicts,
+        ..flags
     }
+    .apply(&mut headers);
     let events: Vec<&Event> = taken.iter().map(|(e, _)| *e).collect();
-    NewDelivery {
-        route: route.name.to_string(),
+    Delivery {
+        route: n.route.name.to_string(),
         event_ids: events.iter().map(|e| e.id.to_string()).collect(),
         fingerprints: events.iter().map(|e| e.fingerprint).collect(),
         ordering_key: events.iter().find_map(|e| e.ordering_key.clone()),
-        received_at_ms,
-        client_dn: client_dn.clone(),
+        received_at_ms: n.received_at_ms,
+        client_dn: n.client_dn.clone(),
         headers,
-        body: app_body(&events, batch),
+        body: app_body(&events, n.extracted.batch),
         quarantine_reason: quarantined
             .then(|| "id conflict: the id was seen before with other content (on_conflict: quarantine)".into()),
     }
@@ -301,7 +261,7 @@ pub async fn quarantine(
         return Refusal::Unavailable("storage is not open yet".into());
     };
     let stored = spool
-        .append(NewDelivery {
+        .append(Delivery {
             route: route.name.to_string(),
             event_ids: vec![],
             fingerprints: vec![],

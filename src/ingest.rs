@@ -13,7 +13,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::accept::{accept, quarantine, EventTally, Notification};
-use crate::forward::forwardable_headers;
+use crate::forward::app_headers;
 use crate::identity::ClientIdentity;
 use crate::metrics::NO_ROUTE;
 use crate::names::RouteName;
@@ -180,7 +180,7 @@ impl Ingest {
 
         // 5. what it says: decrypted first where the route holds keys (the id is under the cipher)
         let headers = &session.req_header().headers;
-        let mut forwarded = forwardable_headers(headers, route.auth.secret().map(|s| s.header()));
+        let secret_header = route.auth.secret().map(|s| s.header());
         let understood = decrypt(&route, body.clone(), headers).and_then(|(plain, typ)| {
             extract(&route.profile.spec, &plain, headers)
                 .map(|x| (x, typ))
@@ -190,6 +190,7 @@ impl Ingest {
             Ok(x) => x,
             Err(reason) => {
                 // The raw body as received, so a replay after a fix sees exactly what came.
+                let forwarded = app_headers(headers, secret_header, None);
                 return Err(quarantine(
                     &self.shared,
                     &route,
@@ -202,11 +203,8 @@ impl Ingest {
                 .await);
             }
         };
-        if let Some(content_type) = decrypted_type {
-            // The app gets the plaintext, typed as the JWE's `cty` said.
-            forwarded.retain(|(name, _)| name != "content-type" && name != "x-encrypted");
-            forwarded.push(("content-type".into(), content_type));
-        }
+        // The app gets the plaintext, typed as the JWE's `cty` said.
+        let forwarded = app_headers(headers, secret_header, decrypted_type);
 
         // 6. dedupe and make it safe
         let n = Notification {

@@ -28,8 +28,8 @@ use crate::route::Route;
 use crate::shared::{now_ms, Shared};
 use crate::spool::{ListQuery, Spool, StorageError};
 
-/// The header on a delivery with an out-of-date status.
-pub const HEADER: &str = "x-pushgate-stale";
+/// The header on a delivery with an out-of-date status (set with the others in forward/request.rs).
+pub use crate::forward::STALE_HEADER as HEADER;
 /// Where `mastercard-xbs` keeps its status history (camelCase and snake_case variants).
 pub const XBS_TIMESTAMPS: &[&str] = &["/transactionHistories/*/timestamp", "/transaction_history/*/timestamp"];
 /// Stored deliveries read per page while rebuilding.

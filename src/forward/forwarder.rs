@@ -35,7 +35,8 @@ enum Msg {
     Stored {
         seq: Seq,
         ordering_key: Option<String>,
-        delivery: Delivery,
+        /// Boxed: the record is large, the other messages are not.
+        delivery: Box<Delivery>,
     },
     /// The store changed behind the queue's back (a replay): look again.
     Rescan,
@@ -83,7 +84,7 @@ impl ForwarderHandle {
             let _ = q.send(Msg::Stored {
                 seq,
                 ordering_key,
-                delivery,
+                delivery: Box::new(delivery),
             });
         }
     }
@@ -245,7 +246,7 @@ impl RouteQueue {
             };
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Stored { seq, ordering_key, delivery }) => self.admit(seq, ordering_key, delivery),
+                    Some(Msg::Stored { seq, ordering_key, delivery }) => self.admit(seq, ordering_key, *delivery),
                     Some(Msg::Rescan) => self.load(true),
                     None => return,
                 },
@@ -470,9 +471,12 @@ fn read_back(spool: &Spool, seq: Seq) -> Result<Option<Delivery>, crate::spool::
     Ok(Some(Delivery {
         route: meta.route,
         event_ids: meta.event_ids,
-        client_dn: meta.client_dn,
+        fingerprints: meta.fingerprints,
+        ordering_key: meta.ordering_key,
         received_at_ms: meta.received_at_ms,
+        client_dn: meta.client_dn,
         headers: meta.headers,
         body,
+        quarantine_reason: None,
     }))
 }
