@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::schema::{RawConfig, RawRoute};
+use super::schema::{RawAdmin, RawConfig, RawDedupe, RawListen, RawRoute};
 use super::*;
 use crate::checks::{RouteAuth, SecretCheck};
 use crate::forward::Upstream;
@@ -33,20 +33,97 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
         group: raw.server.group,
     };
 
-    check_addr(&raw.listen.addr).map_err(|m| err("listen.addr", m))?;
+    // Every section is compiled even when an earlier one failed, so one run reports every
+    // error found (in file order), not only the first.
+    let mut found: Vec<ConfigError> = Vec::new();
+    let mut keep = |e: ConfigError| found.push(e);
+    let listen = compile_listen(raw.listen, base, err).map_err(&mut keep).ok();
+    let admin = compile_admin(raw.admin, base, err).map_err(&mut keep).ok();
+    let storage = Storage {
+        path: base.join(raw.storage.path.unwrap_or_else(|| PathBuf::from("data"))),
+        retention: raw.storage.retention.map_or(DEFAULT_RETENTION, |d| d.0),
+    };
+    let dedupe = compile_dedupe(raw.dedupe, &storage, base, err).map_err(&mut keep).ok();
+    let log = LogSettings {
+        format: raw.log.format.unwrap_or(LogFormat::Text),
+        level: raw.log.level.unwrap_or_else(|| "info".into()),
+    };
+
+    if raw.routes.is_empty() {
+        keep(err("routes", "at least one route is needed".into()));
+    }
+    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let route = match validate_route(r, i, base, err) {
+            Ok(route) => route,
+            Err(e) => {
+                keep(e);
+                continue;
+            }
+        };
+        if routes.iter().any(|o| o.name == route.name) {
+            keep(err(
+                &format!("routes[{i}].name"),
+                format!("`{}` is used twice", route.name),
+            ));
+        }
+        if routes.iter().any(|o| o.path == route.path) {
+            keep(err(
+                &format!("routes[{i}].path"),
+                format!("`{}` is used twice", route.path),
+            ));
+        }
+        routes.push(route);
+    }
+
+    if let Some(DedupeBackend::Redis { options, .. }) = dedupe.as_ref().map(|d| &d.backend) {
+        // A claim must outlive the slowest store, or a twin on another replica could be
+        // stored too: in `ack: upstream` that is the app's timeout.
+        if let Some(r) = routes
+            .iter()
+            .find(|r| r.ack == AckMode::Upstream && r.upstream.timeout >= options.claim_ttl)
+        {
+            keep(err(
+                "dedupe.redis.claim_ttl",
+                format!(
+                    "must be longer than route {}'s upstream.timeout (ack: upstream)",
+                    r.name
+                ),
+            ));
+        }
+    }
+
+    match (listen, admin, dedupe) {
+        (Some(listen), Some(admin), Some(dedupe)) if found.is_empty() => Ok(Config {
+            source: PathBuf::new(),
+            server,
+            listen,
+            admin,
+            storage,
+            dedupe,
+            log,
+            routes,
+        }),
+        _ => Err(ConfigError::all(found)),
+    }
+}
+
+/// `listen:`, its TLS files read and checked.
+fn compile_listen(raw: RawListen, base: &Path, err: &ErrFn<'_>) -> Result<Listen, ConfigError> {
+    check_addr(&raw.addr).map_err(|m| err("listen.addr", m))?;
     let listen = Listen {
-        addr: raw.listen.addr,
+        addr: raw.addr,
         tls: TlsFiles {
-            cert: base.join(&raw.listen.tls.cert),
-            key: base.join(&raw.listen.tls.key),
-            client_ca: raw.listen.tls.client_ca.map(|p| base.join(p)),
-            client_crl: raw.listen.tls.client_crl.iter().map(|p| base.join(p)).collect(),
-            client_crl_expired: raw.listen.tls.client_crl_expired,
-            require_client_cert: raw.listen.tls.require_client_cert,
+            cert: base.join(&raw.tls.cert),
+            key: base.join(&raw.tls.key),
+            client_ca: raw.tls.client_ca.map(|p| base.join(p)),
+            client_crl: raw.tls.client_crl.iter().map(|p| base.join(p)).collect(),
+            client_crl_expired: raw.tls.client_crl_expired,
+            require_client_cert: raw.tls.require_client_cert,
         },
-        max_connections: raw.listen.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
-        header_timeout: raw.listen.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |d| d.0),
-        idle_timeout: raw.listen.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        max_connections: raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+        header_timeout: raw.header_timeout.map_or(DEFAULT_HEADER_TIMEOUT, |d| d.0),
+        idle_timeout: raw.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
     };
     if listen.max_connections == 0 {
         return Err(err("listen.max_connections", "must be positive".into()));
@@ -68,10 +145,14 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
     }
     // Certificates are checked here, not left to the listener, which panics on a bad file.
     crate::tls::check_files(&listen.tls).map_err(|(key, m)| err(key, m))?;
+    Ok(listen)
+}
 
-    let admin_addr = raw.admin.addr.unwrap_or_else(|| DEFAULT_ADMIN_ADDR.into());
+/// `admin:`, its token resolved.
+fn compile_admin(raw: RawAdmin, base: &Path, err: &ErrFn<'_>) -> Result<Admin, ConfigError> {
+    let admin_addr = raw.addr.unwrap_or_else(|| DEFAULT_ADMIN_ADDR.into());
     let admin_addr = if admin_addr.is_empty() { None } else { Some(admin_addr) };
-    let token = match raw.admin.token {
+    let token = match raw.token {
         Some(t) => Some(resolve_secret(&t, base).map_err(|m| err("admin.token", m))?),
         None => None,
     };
@@ -88,17 +169,20 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
         addr: admin_addr,
         token,
     };
+    Ok(admin)
+}
 
-    let storage = Storage {
-        path: base.join(raw.storage.path.unwrap_or_else(|| PathBuf::from("data"))),
-        retention: raw.storage.retention.map_or(DEFAULT_RETENTION, |d| d.0),
-    };
-
-    let backend = match raw.dedupe.backend.as_deref().unwrap_or("memory") {
+/// `dedupe:`, held against the store's retention (`storage`).
+fn compile_dedupe(
+    raw: RawDedupe,
+    storage: &Storage,
+    base: &Path,
+    err: &ErrFn<'_>,
+) -> Result<DedupeSettings, ConfigError> {
+    let backend = match raw.backend.as_deref().unwrap_or("memory") {
         "memory" => DedupeBackend::Memory,
         "redis" => {
             let r = raw
-                .dedupe
                 .redis
                 .ok_or_else(|| err("dedupe.redis.url", "required with backend: redis".into()))?;
             let url = resolve_secret(&r.url, base).map_err(|m| err("dedupe.redis.url", m))?;
@@ -149,8 +233,8 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
     };
     let dedupe = DedupeSettings {
         backend,
-        ttl: raw.dedupe.ttl.map_or(DEFAULT_DEDUPE_TTL, |d| d.0),
-        max_entries: raw.dedupe.max_entries.unwrap_or(DEFAULT_DEDUPE_MAX_ENTRIES),
+        ttl: raw.ttl.map_or(DEFAULT_DEDUPE_TTL, |d| d.0),
+        max_entries: raw.max_entries.unwrap_or(DEFAULT_DEDUPE_MAX_ENTRIES),
     };
     if dedupe.ttl.is_zero() || dedupe.max_entries == 0 {
         return Err(err("dedupe", "ttl and max_entries must be positive".into()));
@@ -171,60 +255,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
         }
         DedupeBackend::Memory => {}
     }
-
-    let log = LogSettings {
-        format: raw.log.format.unwrap_or(LogFormat::Text),
-        level: raw.log.level.unwrap_or_else(|| "info".into()),
-    };
-
-    if raw.routes.is_empty() {
-        return Err(err("routes", "at least one route is needed".into()));
-    }
-    let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
-    for (i, r) in raw.routes.into_iter().enumerate() {
-        let route = validate_route(r, i, base, err)?;
-        if routes.iter().any(|o| o.name == route.name) {
-            return Err(err(
-                &format!("routes[{i}].name"),
-                format!("`{}` is used twice", route.name),
-            ));
-        }
-        if routes.iter().any(|o| o.path == route.path) {
-            return Err(err(
-                &format!("routes[{i}].path"),
-                format!("`{}` is used twice", route.path),
-            ));
-        }
-        routes.push(route);
-    }
-
-    if let DedupeBackend::Redis { options, .. } = &dedupe.backend {
-        // A claim must outlive the slowest store, or a twin on another replica could be
-        // stored too: in `ack: upstream` that is the app's timeout.
-        if let Some(r) = routes
-            .iter()
-            .find(|r| r.ack == AckMode::Upstream && r.upstream.timeout >= options.claim_ttl)
-        {
-            return Err(err(
-                "dedupe.redis.claim_ttl",
-                format!(
-                    "must be longer than route {}'s upstream.timeout (ack: upstream)",
-                    r.name
-                ),
-            ));
-        }
-    }
-
-    Ok(Config {
-        source: PathBuf::new(),
-        server,
-        listen,
-        admin,
-        storage,
-        dedupe,
-        log,
-        routes,
-    })
+    Ok(dedupe)
 }
 
 fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result<Route, ConfigError> {
@@ -355,4 +386,98 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
 fn check_addr(addr: &str) -> Result<SocketAddr, String> {
     addr.parse::<SocketAddr>()
         .map_err(|_| format!("`{addr}` is not an IP:port address (e.g. 0.0.0.0:8443)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    /// A config directory with the development certificates, and a config read from a string
+    /// as if it were a file there.
+    struct Dir(tempfile::TempDir);
+
+    impl Dir {
+        fn new() -> Dir {
+            let dir = tempfile::tempdir().unwrap();
+            crate::devcerts::write_dev_certs(dir.path()).unwrap();
+            Dir(dir)
+        }
+
+        fn load(&self, yaml: &str) -> Result<Config, ConfigError> {
+            Config::from_yaml(yaml, &self.0.path().join("pushgate.yaml"))
+        }
+    }
+
+    const LISTEN: &str = "listen: { addr: \"127.0.0.1:8443\", tls: { cert: server.pem, key: server.key } }\n";
+
+    fn route(name: &str, path: &str) -> String {
+        format!(
+            "  - {{ name: {name}, path: {path}, secret: {{ header: x-s, values: [s] }}, \
+             upstream: {{ url: \"http://127.0.0.1:8080/\" }} }}\n"
+        )
+    }
+
+    #[test]
+    fn a_good_file_compiles_with_its_defaults() {
+        let dir = Dir::new();
+        let c = dir.load(&format!("{LISTEN}routes:\n{}", route("a", "/a"))).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(c.routes[0].max_body, super::DEFAULT_MAX_BODY);
+        assert_eq!(c.listen.max_connections, super::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.admin.addr.as_deref(), Some(super::DEFAULT_ADMIN_ADDR));
+        assert_eq!(c.storage.path, dir.0.path().join("data"), "relative to the file");
+    }
+
+    #[test]
+    fn every_error_is_reported_not_only_the_first() {
+        let dir = Dir::new();
+        let yaml = format!(
+            "listen: {{ addr: \"127.0.0.1:8443\", max_connections: 0, tls: {{ cert: server.pem, key: server.key }} }}\n\
+             admin: {{ addr: \"0.0.0.0:9900\" }}\n\
+             dedupe: {{ backend: carrier-pigeon }}\n\
+             routes:\n{}{}{}",
+            route("a", "/a"),
+            route("b", "/a"),
+            route("bad name", "/c"),
+        );
+        let e = dir.load(&yaml).unwrap_err();
+        let keys: Vec<&str> = e.each().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "listen.max_connections",
+                "admin.token",
+                "dedupe.backend",
+                "routes[1].path",
+                "routes[2].name",
+            ]
+        );
+        let shown = e.to_string();
+        assert_eq!(shown.lines().count(), 5, "one line per error:\n{shown}");
+        assert!(shown.lines().all(|l| l.contains("pushgate.yaml: ")), "{shown}");
+    }
+
+    #[test]
+    fn one_error_reads_as_before() {
+        let dir = Dir::new();
+        let e = dir.load(&format!("{LISTEN}routes: []\n")).unwrap_err();
+        assert!(e.more.is_empty());
+        assert!(
+            e.to_string()
+                .ends_with("pushgate.yaml: routes: at least one route is needed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_tls_files_do_not_hide_the_routes_errors() {
+        let dir = Dir::new();
+        let yaml = format!(
+            "listen: {{ addr: \"127.0.0.1:8443\", tls: {{ cert: nowhere.pem, key: server.key }} }}\nroutes:\n{}",
+            route("a", "relative")
+        );
+        let e = dir.load(&yaml).unwrap_err();
+        let keys: Vec<&str> = e.each().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["listen.tls.cert", "routes[0].path"]);
+    }
 }

@@ -44,21 +44,55 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a kept-alive connection may wait for (and send) its next request header.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A config error: which file, which key, what is wrong.
+/// A config error: which file, which key, what is wrong; and every further error the same
+/// file has (`more`, in file order), so one `pushgate check` lists them all.
 #[derive(Debug)]
 pub struct ConfigError {
     pub file: PathBuf,
     pub key: String,
     pub message: String,
+    pub more: Vec<ConfigError>,
+}
+
+impl ConfigError {
+    pub fn new(file: &Path, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            key: key.to_string(),
+            message,
+            more: Vec::new(),
+        }
+    }
+
+    /// The first error, carrying the others.
+    fn all(found: Vec<ConfigError>) -> ConfigError {
+        let mut found = found.into_iter();
+        let Some(mut first) = found.next() else {
+            return ConfigError::new(Path::new(""), "", "invalid configuration".into());
+        };
+        first.more.extend(found);
+        first
+    }
+
+    /// Every error, the first included.
+    pub fn each(&self) -> impl Iterator<Item = &ConfigError> {
+        std::iter::once(self).chain(&self.more)
+    }
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        for (i, e) in self.each().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.key.is_empty() {
+                write!(f, "{}: {}", e.file.display(), e.message)?;
+            } else {
+                write!(f, "{}: {}: {}", e.file.display(), e.key, e.message)?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -160,11 +194,7 @@ impl OpsConfig {
             #[serde(default)]
             storage: schema::RawStorage,
         }
-        let err = |key: &str, message: String| ConfigError {
-            file: path.to_path_buf(),
-            key: key.into(),
-            message,
-        };
+        let err = |key: &str, message: String| ConfigError::new(path, key, message);
         let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
         let raw: Partial = serde_yaml_ng::from_str(&text).map_err(|e| err("", e.to_string()))?;
         let base = path
@@ -194,21 +224,14 @@ impl OpsConfig {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_path_buf(),
-            key: String::new(),
-            message: format!("cannot read: {e}"),
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::new(path, "", format!("cannot read: {e}")))?;
         Config::from_yaml(&text, path)
     }
 
     /// Validates config text as if read from `path` (tests load config from strings).
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let err = |key: &str, message: String| ConfigError {
-            file: path.to_path_buf(),
-            key: key.to_string(),
-            message,
-        };
+        let err = |key: &str, message: String| ConfigError::new(path, key, message);
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: schema::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
