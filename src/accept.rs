@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::dedupe::{ClaimGuard, Key, Slot, Want};
+use crate::dedupe::{Claim, ClaimGuard, Key, Want};
 use crate::forward::{Delivery, Flags, SendError};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::redact;
@@ -81,9 +81,9 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     let mut unchecked = 0u64;
     for (event, slot) in events.iter().zip(slots) {
         let (guard, first) = match slot {
-            Slot::Seen => continue,
-            Slot::New(g) => (g, None),
-            Slot::Conflict { guard, first } => (guard, Some(first)),
+            Claim::Seen => continue,
+            Claim::New(g) => (g, None),
+            Claim::Conflict { guard, first } => (guard, Some(first)),
         };
         if guard.unchecked() {
             unchecked += 1;

@@ -101,8 +101,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
             tracing::info!("the store opens in the background (daemon or upgrade)");
         }
     }
-    let (forwarder, handle) = Forwarder::new(shared.clone());
-    shared.set_forwarder(handle);
+    let forwarder = Forwarder::new(shared.clone());
     let reloader = Arc::new(Reloader::new(
         path.clone().into(),
         shared.clone(),

@@ -54,7 +54,9 @@ pub struct Shared {
     pub store: StoreSlot,
     pub client: AppClient,
     pub metrics: Arc<Metrics>,
-    forwarder: OnceLock<ForwarderHandle>,
+    /// The one handle to the forwarder's queues, made with the state: the forwarder service
+    /// takes a clone when it is built, so nothing can reach a queue through another handle.
+    forwarder: ForwarderHandle,
     /// Newest status time accepted per transaction (src/stale.rs).
     pub stale: crate::stale::Memory,
 }
@@ -67,7 +69,7 @@ impl Shared {
             store: StoreSlot::default(),
             client: AppClient::default(),
             metrics,
-            forwarder: OnceLock::new(),
+            forwarder: ForwarderHandle::detached(),
             stale: crate::stale::Memory::default(),
         }
     }
@@ -81,13 +83,10 @@ impl Shared {
         self.routes.store(Arc::new(routes));
     }
 
-    /// Set once at start-up, before any request is served.
-    pub fn set_forwarder(&self, handle: ForwarderHandle) {
-        let _ = self.forwarder.set(handle);
-    }
-
-    pub fn forwarder(&self) -> ForwarderHandle {
-        self.forwarder.get().cloned().unwrap_or_else(ForwarderHandle::detached)
+    /// The forwarder's queues. Until the forwarder service starts they reach no queue, and
+    /// what is stored meanwhile is read from the store when it does.
+    pub fn forwarder(&self) -> &ForwarderHandle {
+        &self.forwarder
     }
 
     /// Refreshes the gauges that mirror state held elsewhere (spool counts, dedupe size).

@@ -1155,14 +1155,14 @@ mod tests {
             key: super::super::Key(k(7)),
             fingerprint: 1,
         };
-        let seen = |s: &[super::super::Slot]| matches!(s, [super::super::Slot::Seen]);
+        let seen = |s: &[super::super::Claim]| matches!(s, [super::super::Claim::Seen]);
         assert!(seen(&b.claim_all(&[want]).await.unwrap()));
         let before = b.round_trips().unwrap();
         assert!(seen(&b.claim_all(&[want]).await.unwrap()));
         assert_eq!(b.round_trips().unwrap(), before, "a known duplicate does not ask redis");
         tokio::time::sleep(Duration::from_millis(450)).await;
         let slots = b.claim_all(&[want]).await.unwrap();
-        assert!(matches!(slots[..], [super::super::Slot::New(_)]));
+        assert!(matches!(slots[..], [super::super::Claim::New(_)]));
         assert_eq!(b.round_trips().unwrap(), before + 1, "the memory forgot it with redis");
         drop(slots);
     }

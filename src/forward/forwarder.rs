@@ -62,7 +62,7 @@ struct Spawner {
 }
 
 impl ForwarderHandle {
-    /// A handle that reaches no queue (before the forwarder exists).
+    /// A handle that reaches no queue until the forwarder service built on it starts.
     pub fn detached() -> ForwarderHandle {
         ForwarderHandle {
             inner: Arc::new(HandleInner {
@@ -119,16 +119,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// The service and the handle to its queues (one per route, started with the service).
-    pub fn new(shared: Arc<Shared>) -> (Forwarder, ForwarderHandle) {
-        let handle = ForwarderHandle::detached();
-        (
-            Forwarder {
-                shared,
-                handle: handle.clone(),
-            },
-            handle,
-        )
+    /// The service behind `shared`'s handle to its queues (one per route, started with the
+    /// service).
+    pub fn new(shared: Arc<Shared>) -> Forwarder {
+        let handle = shared.forwarder().clone();
+        Forwarder { shared, handle }
     }
 }
 
