@@ -853,88 +853,21 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The tests' redis-server launcher, shared with the integration tests (which use all of it).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/support/redis.rs"]
+mod launcher;
+
 #[cfg(test)]
 mod tests {
+    use super::launcher::{free_port, Redis as Server};
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::Instant;
 
-    /// A private redis-server on a free loopback port, SIGKILLed on drop.
-    struct Server {
-        child: Option<Child>,
-        port: u16,
-        dir: tempfile::TempDir,
-        extra: Vec<String>,
-    }
-
-    fn free_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    }
-
-    impl Server {
-        fn start(extra: &[&str]) -> Server {
-            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            Server::start_with(|_, _| extra)
-        }
-
-        /// `extra(port, dir)` gives the arguments added after the defaults.
-        fn start_with(extra: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Server {
-            let port = free_port();
-            let dir = tempfile::tempdir().unwrap();
-            let extra = extra(port, dir.path());
-            let mut s = Server {
-                child: None,
-                port,
-                dir,
-                extra,
-            };
-            s.restart();
-            s
-        }
-
-        fn restart(&mut self) {
-            assert!(self.child.is_none());
-            let child = Command::new("/usr/bin/redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(self.dir.path())
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs");
-            self.child = Some(child);
-            let until = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                assert!(Instant::now() < until, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-
-        /// SIGKILL: the "Redis died" case, no goodbye on the socket.
-        fn kill(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-
-        fn opts(&self) -> RedisOptions {
-            RedisOptions::new(self.url())
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.kill();
-        }
+    fn options(srv: &Server) -> RedisOptions {
+        RedisOptions::new(srv.url())
     }
 
     /// A plain connection for looking at what the module wrote.
@@ -955,8 +888,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commit_makes_a_duplicate_with_its_fingerprint() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(1)).await.unwrap(), RemoteClaim::Claimed);
 
         // The key is `{prefix}:{hex}` holding our claim, bounded by claim_ttl.
@@ -971,7 +904,7 @@ mod tests {
         let v: String = redis::cmd("GET").arg(name).query_async(&mut r).await.unwrap();
         assert_eq!(v, "seen:0123456789abcdef");
 
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         let got = b.claim_batch(&[k(1), k(2)]).await.unwrap();
         assert!(
             matches!(got[0], Answer::Seen { fingerprint: 0x0123_4567_89ab_cdef, left } if left > Duration::from_secs(3600)),
@@ -997,8 +930,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thousand_claims_take_one_script_run() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let keys: Vec<[u8; 16]> = (0..1000u32)
             .map(|i| {
                 let mut key = [0u8; 16];
@@ -1027,8 +960,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn release_makes_the_id_claimable_again() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::Claimed);
         assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::InFlight);
         a.release(k(2)).await.unwrap();
@@ -1037,9 +970,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_concurrent_claims_across_two_replicas_give_one_owner() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         for round in 0..5u8 {
             let start = Arc::new(tokio::sync::Barrier::new(50));
             let tasks: Vec<_> = (0..50)
@@ -1066,9 +999,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_replica_sees_the_commit() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(3)).await.unwrap(), RemoteClaim::Claimed);
         assert_eq!(b.try_claim(k(3)).await.unwrap(), RemoteClaim::InFlight);
 
@@ -1086,9 +1019,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_replica_takes_over_a_released_claim() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::Claimed);
         let waiter = {
             let b = b.clone();
@@ -1108,9 +1041,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wait_times_out_while_the_claim_is_held() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(5)).await.unwrap(), RemoteClaim::Claimed);
         let t = Instant::now();
         assert_eq!(b.wait(k(5), Duration::from_millis(300)).await.unwrap(), None);
@@ -1120,10 +1053,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expired_claim_of_a_dead_replica_frees_the_id() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let opts = RedisOptions {
             claim_ttl: Duration::from_millis(300),
-            ..srv.opts()
+            ..options(&srv)
         };
         let dead = RedisSeen::connect(opts.clone()).await.unwrap();
         let b = RedisSeen::connect(opts).await.unwrap();
@@ -1138,10 +1071,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_id_is_forgotten_after_ttl_in_redis_and_in_the_local_memory() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let opts = RedisOptions {
             ttl: Duration::from_millis(600),
-            ..srv.opts()
+            ..options(&srv)
         };
         let a = RedisSeen::connect(opts.clone()).await.unwrap();
         assert_eq!(a.try_claim(k(7)).await.unwrap(), RemoteClaim::Claimed);
@@ -1169,9 +1102,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn release_never_deletes_another_owner_nor_a_seen_mark() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(8)).await.unwrap(), RemoteClaim::Claimed);
         b.release(k(8)).await.unwrap();
         assert_eq!(b.try_claim(k(8)).await.unwrap(), RemoteClaim::InFlight);
@@ -1182,8 +1115,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_foreign_value_under_our_key_is_an_error_not_an_answer() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let mut r = raw(&srv.url()).await;
         let _: () = redis::cmd("SET")
             .arg(format!("pushgate:dedupe:ab{}09", "0".repeat(28)))
@@ -1196,8 +1129,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
-        let mut srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let mut srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(10)).await.unwrap(), RemoteClaim::Claimed);
         assert!(a.healthy().await);
 
@@ -1248,15 +1181,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hung_redis_becomes_unavailable_within_the_timeout() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let a = RedisSeen::connect(RedisOptions {
             timeout: Duration::from_millis(300),
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
         assert!(a.healthy().await);
-        let pid = srv.child.as_ref().unwrap().id().to_string();
+        let pid = srv.pid().unwrap().to_string();
         let stop = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
         stop("-STOP");
         let t = Instant::now();
@@ -1268,7 +1201,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn auth_works_and_a_wrong_password_is_never_printed() {
-        let srv = Server::start(&["--requirepass", "s3cr3t-Pw"]);
+        let srv = Server::start_args(&["--requirepass", "s3cr3t-Pw"]);
         let url = |pw: &str| format!("redis://default:{pw}@127.0.0.1:{}/0", srv.port);
 
         let a = RedisSeen::connect(RedisOptions::new(url("s3cr3t-Pw"))).await.unwrap();
@@ -1293,17 +1226,17 @@ mod tests {
         assert!(!shown.contains("Wr0ng"), "{shown}");
 
         // No password at all: refused the same way.
-        let err = RedisSeen::connect(srv.opts()).await.unwrap_err();
+        let err = RedisSeen::connect(options(&srv)).await.unwrap_err();
         assert!(matches!(err, RedisError::Auth(_)), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn approx_len_counts_only_our_prefix() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let other = RedisSeen::connect(RedisOptions {
             prefix: "pushgate:staging:dedupe".into(),
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
@@ -1319,7 +1252,7 @@ mod tests {
         assert_eq!(other.approx_len().await, Some(1));
         let dedicated = RedisSeen::connect(RedisOptions {
             dedicated_db: true,
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
@@ -1328,7 +1261,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_is_spoken_too() {
-        let srv = Server::start(&["--cluster-enabled", "yes"]);
+        let srv = Server::start_args(&["--cluster-enabled", "yes"]);
         let mut r = raw(&srv.url()).await;
         let _: () = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
@@ -1442,13 +1375,13 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore]
     async fn latency() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let n = 2_000u32;
         let mut claim_commit = Vec::with_capacity(n as usize);
         let mut dup_remote = Vec::with_capacity(n as usize);
         let mut dup_local = Vec::with_capacity(n as usize);
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         for i in 0..n {
             let mut key = [0u8; 16];
             key[..4].copy_from_slice(&i.to_be_bytes());
