@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::identity::ClientDn;
+pub use crate::listener::identity::ClientDn;
 
 /// A route's name, as used in metrics labels, headers and logs. Restricted to a safe alphabet
 /// so it can go anywhere without escaping.

@@ -9,8 +9,8 @@ use arc_swap::ArcSwap;
 
 use crate::dedupe::Dedupe;
 use crate::forward::{AppClient, ForwarderHandle};
-use crate::metrics::Metrics;
-use crate::route::Routes;
+use crate::ingress::route::Routes;
+use crate::ops::metrics::Metrics;
 use crate::spool::Spool;
 
 /// The store, once it is open. At a normal start it is open before the listener; when
@@ -57,8 +57,8 @@ pub struct Shared {
     /// The one handle to the forwarder's queues, made with the state: the forwarder service
     /// takes a clone when it is built, so nothing can reach a queue through another handle.
     forwarder: ForwarderHandle,
-    /// Newest status time accepted per transaction (src/stale.rs).
-    pub stale: crate::stale::Memory,
+    /// Newest status time accepted per transaction (src/ingress/stale.rs).
+    pub stale: crate::ingress::stale::Memory,
 }
 
 impl Shared {
@@ -70,7 +70,7 @@ impl Shared {
             client: AppClient::default(),
             metrics,
             forwarder: ForwarderHandle::detached(),
-            stale: crate::stale::Memory::default(),
+            stale: crate::ingress::stale::Memory::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::retry::{classify, Verdict};
 use super::schedule::Schedule;
 use super::Delivery;
-use crate::route::Route;
+use crate::ingress::route::Route;
 use crate::shared::{now_ms, Shared};
 use crate::spool::{Meta, Seq, Spool};
 
@@ -143,7 +143,7 @@ impl BackgroundService for Forwarder {
             self.handle.ensure(route.name.as_str());
         }
         // The stale guard's memory is rebuilt from the store now, in the background: a
-        // `deliver` route's acknowledgements never wait for it (src/stale.rs).
+        // `deliver` route's acknowledgements never wait for it (src/ingress/stale.rs).
         let (shared, store) = (self.shared.clone(), spool.clone());
         tokio::spawn(async move {
             for route in shared.routes().iter() {

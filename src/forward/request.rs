@@ -54,7 +54,7 @@ pub fn app_headers(
 pub struct Flags<'a> {
     /// The shared duplicate memory could not be asked (policy `accept`): the app dedupes.
     pub unchecked: bool,
-    /// A newer status of the same transaction was accepted before (src/stale.rs).
+    /// A newer status of the same transaction was accepted before (src/ingress/stale.rs).
     pub stale: bool,
     /// Per event, in body order, the fingerprint its id was first seen with when it conflicts;
     /// `-` for the others. Set only when some event conflicts.

@@ -206,7 +206,7 @@ fn preset(name: &str) -> Option<Profile> {
         // Cross-Border Services pushes: one JSON (or XML) event; `eventRef`, or `event_ref` in
         // the snake_case variants (status change v2, carded rate). Mastercard expects 200, no
         // body. One transaction's statuses are ordered by its reference (and guarded:
-        // src/stale.rs).
+        // src/ingress/stale.rs).
         "mastercard-xbs" => Profile {
             name: "mastercard-xbs",
             spec: EventSpec {

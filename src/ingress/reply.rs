@@ -1,6 +1,6 @@
 //! What the sender is sent, and how it is framed: every answer goes out through
 //! [`Reply::send`] (`Content-Length`, keep-alive, lingering close) the same way every time.
-//! Which refusal gets which status is decided in one table, [`crate::refusal`]; nothing
+//! Which refusal gets which status is decided in one table, [`crate::ingress::refusal`]; nothing
 //! internal is echoed.
 
 use std::time::Duration;
@@ -91,7 +91,7 @@ impl Reply {
     }
 
     /// Whether the connection, closed after this answer, first drains what the sender still
-    /// sends of its body ([`crate::body::linger`]), so the sender can read the answer. Refusals
+    /// sends of its body ([`crate::ingress::body::linger`]), so the sender can read the answer. Refusals
     /// of a well-framed request only: a 400 may be about the framing itself, whose body end is
     /// then unknown, and a body read error leaves nothing sensible to read.
     pub fn lingers(&self) -> bool {

@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::values::{Dur, Size};
 use super::{CrlExpired, LogFormat};
+use crate::ingress::route::AckMode;
 use crate::profile::{AnswerOverrides, ProfileOverrides};
-use crate::route::AckMode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,7 +134,7 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) ack: AckMode,
     #[serde(default)]
-    pub(super) on_conflict: crate::route::OnConflict,
+    pub(super) on_conflict: crate::ingress::route::OnConflict,
     pub(super) max_body: Option<Size>,
     pub(super) read_timeout: Option<Dur>,
     #[serde(default)]
@@ -145,7 +145,7 @@ pub(super) struct RawRoute {
     #[serde(default, deserialize_with = "crate::profile::one_or_many")]
     pub(super) status_timestamp: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) on_stale: crate::stale::OnStale,
+    pub(super) on_stale: crate::ingress::stale::OnStale,
 }
 
 /// `sign:` — Standard Webhooks signing of what the app receives.

@@ -1,5 +1,5 @@
-//! The listener's connections, between the TLS handshake ([`crate::tls`]) and the HTTP handler
-//! ([`crate::ingest`]): a cap on how many are open (`listen.max_connections`) and a deadline for
+//! The listener's connections, between the TLS handshake ([`crate::listener::tls`]) and the HTTP handler
+//! ([`crate::ingress::ingest`]): a cap on how many are open (`listen.max_connections`) and a deadline for
 //! each request header (`listen.header_timeout`, then `listen.idle_timeout` between requests).
 //!
 //! Pingora 0.9 has neither. Its per-read timeout restarts with every byte, so a header sent one
@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// The refusal sent to a connection over the cap, before any request is read: senders retry on
 /// 503, and the close tells them not to reuse the connection.
@@ -50,7 +50,7 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
-/// A Pingora app (the proxy running [`crate::ingest::Ingest`]) with the cap and the deadlines.
+/// A Pingora app (the proxy running [`crate::ingress::ingest::Ingest`]) with the cap and the deadlines.
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: ConnLimits,

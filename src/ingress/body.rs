@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
-use crate::refusal::Refusal;
+use crate::ingress::refusal::Refusal;
 
 /// Lingering close: at most this many body bytes are read and thrown away after a refusal.
 /// Far above any notification (senders' bodies are kilobytes) and above the 2 MB a sender that

@@ -11,19 +11,19 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
-use crate::config::{Config, DedupeBackend, LogFormat};
-use crate::conn::{ConnLimits, Guarded};
+use crate::boot::config::{Config, DedupeBackend, LogFormat};
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
-use crate::ingest::Ingest;
-use crate::metrics::Metrics;
+use crate::ingress::ingest::Ingest;
+use crate::ingress::route::Routes;
+use crate::listener::conn::{ConnLimits, Guarded};
+use crate::listener::tls::{self, LiveTls};
 use crate::names::{EventId, RouteName};
-use crate::reload::{Fixed, Reloader, SighupService};
-use crate::route::Routes;
+use crate::ops::admin::Admin;
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::{Fixed, Reloader, SighupService};
 use crate::shared::Shared;
 use crate::spool::{Spool, SpoolOptions};
-use crate::tls::{self, LiveTls};
 
 /// `pushgate check`: load everything a start would, print the routes.
 pub fn check(path: &Path) -> Result<(), String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::reply::{Outcome, Reply};
+use crate::ingress::reply::{Outcome, Reply};
 
 /// What a sender is told to wait when storage cannot write.
 pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);

@@ -19,9 +19,9 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::identity::ClientIdentity;
-use crate::metrics::{Metrics, NO_ROUTE};
-use crate::tls_files::{CrlExpired, TlsFiles};
+use crate::listener::identity::ClientIdentity;
+use crate::listener::tls_files::{CrlExpired, TlsFiles};
+use crate::ops::metrics::{Metrics, NO_ROUTE};
 
 /// A certificate this close to its expiry is warned about in the log.
 pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);

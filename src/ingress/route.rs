@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::checks::RouteAuth;
 use crate::forward::Upstream;
+use crate::ingress::checks::RouteAuth;
 use crate::jwe::DecryptKey;
 use crate::names::RouteName;
 use crate::profile::Profile;
@@ -51,7 +51,7 @@ pub struct Route {
     pub read_timeout: Duration,
     pub upstream: Arc<Upstream>,
     /// The out-of-date status guard (`status_timestamp:`, `on_stale:`), when on.
-    pub stale: Option<crate::stale::Guard>,
+    pub stale: Option<crate::ingress::stale::Guard>,
 }
 
 /// The routing table: exact path match, nothing clever (senders register one URL each).

@@ -28,7 +28,7 @@ pub struct Admin {
     pub token: Option<Secret>,
     /// The notification listener, probed by `/readyz`.
     pub listen_addr: std::net::SocketAddr,
-    pub reloader: Arc<crate::reload::Reloader>,
+    pub reloader: Arc<crate::ops::reload::Reloader>,
 }
 
 type AdminReply = Response<Vec<u8>>;

@@ -1,7 +1,7 @@
 //! The one Pingora handler. It answers every request itself (nothing is proxied as is) by
 //! running the stages in SPEC §4's order, each a plain function elsewhere returning
 //! `Result<_, Refusal>`: route → method → identity and secret → body → decode → accept; a
-//! refusal becomes its answer in one table ([`crate::refusal`]). One log line and the request
+//! refusal becomes its answer in one table ([`crate::ingress::refusal`]). One log line and the request
 //! metrics are emitted together in `logging`, so they cannot disagree.
 
 use std::sync::Arc;
@@ -12,16 +12,16 @@ use bytes::Bytes;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::accept::{accept, quarantine, EventTally, Notification};
 use crate::forward::app_headers;
-use crate::identity::ClientIdentity;
-use crate::metrics::NO_ROUTE;
+use crate::ingress::accept::{accept, quarantine, EventTally, Notification};
+use crate::ingress::refusal::Refusal;
+use crate::ingress::reply::{Outcome, Reply};
+use crate::ingress::route::Route;
+use crate::listener::identity::ClientIdentity;
 use crate::names::RouteName;
+use crate::ops::metrics::NO_ROUTE;
 use crate::profile::extract;
 use crate::redact;
-use crate::refusal::Refusal;
-use crate::reply::{Outcome, Reply};
-use crate::route::Route;
 use crate::shared::Shared;
 
 pub struct Ingest {
@@ -69,7 +69,7 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, log: &mut RequestLog) -> pingora::Result<bool> {
         log.started = Instant::now();
-        crate::conn::header_received();
+        crate::listener::conn::header_received();
         // Requests sent back to back on one connection are answered in order, not dropped:
         // every request's body is read to its end or the connection is closed (Reply::close),
         // so the bytes after a body are always the next request's.
@@ -81,14 +81,14 @@ impl ProxyHttp for Ingest {
         reply.send(session).await?;
         log.answered_in = Some(log.started.elapsed());
         if reply.lingers() {
-            let lingered = crate::body::linger(session).await;
+            let lingered = crate::ingress::body::linger(session).await;
             tracing::debug!(target: "pushgate::request", bytes = lingered.bytes, complete = lingered.complete, "lingering close");
         }
         Ok(true)
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&pingora::Error>, log: &mut RequestLog) {
-        crate::conn::request_done();
+        crate::listener::conn::request_done();
         let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
         let outcome = log.outcome.map_or("error", Outcome::as_str);
         let took = log.answered_in.unwrap_or_else(|| log.started.elapsed());
@@ -176,7 +176,7 @@ impl Ingest {
         }
 
         // 4. the body, bounded in size and time
-        let body = crate::body::read(session, route.max_body, route.read_timeout).await?;
+        let body = crate::ingress::body::read(session, route.max_body, route.read_timeout).await?;
 
         // 5. what it says: decrypted first where the route holds keys (the id is under the cipher)
         let headers = &session.req_header().headers;

@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::listener::tls_files::{CrlExpired, TlsFiles};
 pub use crate::secret::Secret;
-pub use crate::tls_files::{CrlExpired, TlsFiles};
 pub use values::{read_key_material, resolve_secret, Dur, Size};
 
-use crate::route::Route;
+use crate::ingress::route::Route;
 
 /// Body limit when a route does not set `max_body`.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;

@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::{Admin, Config, DedupeSettings, LogSettings, ServerSettings, Storage};
-use crate::route::Routes;
+use crate::boot::config::{Admin, Config, DedupeSettings, LogSettings, ServerSettings, Storage};
+use crate::ingress::route::Routes;
+use crate::listener::tls::{self, LiveTls};
 use crate::shared::Shared;
-use crate::tls::{self, LiveTls};
 
 /// What a reload cannot change (it needs a restart or an upgrade), remembered from start-up
 /// as the typed settings, so a change is seen whatever its printed form (a new admin token of
@@ -146,7 +146,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{DedupeBackend, LogFormat};
+    use crate::boot::config::{DedupeBackend, LogFormat};
     use crate::secret::Secret;
 
     fn fixed(token: &str) -> Fixed {

@@ -12,11 +12,11 @@ use bytes::{Bytes, BytesMut};
 
 use crate::dedupe::{Claim, ClaimGuard, Key, Want};
 use crate::forward::{Delivery, Flags, SendError};
+use crate::ingress::refusal::Refusal;
+use crate::ingress::reply::{Outcome, Reply};
+use crate::ingress::route::{AckMode, OnConflict, Route};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::redact;
-use crate::refusal::Refusal;
-use crate::reply::{Outcome, Reply};
-use crate::route::{AckMode, OnConflict, Route};
 use crate::shared::Shared;
 
 /// How long a request waits for the store to open (only during a `-u` takeover, while the old
@@ -143,7 +143,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         return Ok(own_answer(outcome));
     }
 
-    // The out-of-date status guard (src/stale.rs): a status older than one already accepted for
+    // The out-of-date status guard (src/ingress/stale.rs): a status older than one already accepted for
     // its transaction is flagged, or held when the route says `on_stale: quarantine`.
     let fresh_events: Vec<&Event> = fresh.iter().map(|(e, _)| *e).collect();
     let stale = match shared.stale.judge(spool, &n.route, &fresh_events).await {
@@ -159,7 +159,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         && n.route
             .stale
             .as_ref()
-            .is_some_and(|g| g.on_stale == crate::stale::OnStale::Quarantine);
+            .is_some_and(|g| g.on_stale == crate::ingress::stale::OnStale::Quarantine);
     flags.stale = stale.stale;
     let mut delivery = record(&n, flags, &fresh, false);
     if hold {

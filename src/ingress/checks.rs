@@ -3,7 +3,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::identity::{ClientDn, ClientIdentity};
+use crate::listener::identity::{ClientDn, ClientIdentity};
 use crate::secret::Secret;
 
 /// Why a request was refused before its body was read.
@@ -15,11 +15,11 @@ pub enum Denied {
     Secret,
 }
 
-impl From<Denied> for crate::refusal::Refusal {
+impl From<Denied> for crate::ingress::refusal::Refusal {
     fn from(d: Denied) -> Self {
         match d {
-            Denied::Identity => crate::refusal::Refusal::Identity,
-            Denied::Secret => crate::refusal::Refusal::Secret,
+            Denied::Identity => crate::ingress::refusal::Refusal::Identity,
+            Denied::Secret => crate::ingress::refusal::Refusal::Secret,
         }
     }
 }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use super::schema::{RawAdmin, RawConfig, RawDedupe, RawListen, RawRoute};
 use super::*;
-use crate::checks::{RouteAuth, SecretCheck};
 use crate::forward::Upstream;
-use crate::identity::ClientDn;
+use crate::ingress::checks::{RouteAuth, SecretCheck};
+use crate::ingress::route::{AckMode, Route};
+use crate::listener::identity::ClientDn;
 use crate::names::RouteName;
 use crate::profile::Profile;
-use crate::route::{AckMode, Route};
 
 pub(super) type ErrFn<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
@@ -144,7 +144,7 @@ fn compile_listen(raw: RawListen, base: &Path, err: &ErrFn<'_>) -> Result<Listen
         ));
     }
     // Certificates are checked here, not left to the listener, which panics on a bad file.
-    crate::tls::check_files(&listen.tls).map_err(|(key, m)| err(key, m))?;
+    crate::listener::tls::check_files(&listen.tls).map_err(|(key, m)| err(key, m))?;
     Ok(listen)
 }
 
@@ -313,7 +313,7 @@ fn validate_route(r: RawRoute, i: usize, base: &Path, err: &ErrFn<'_>) -> Result
     }
 
     let profile = Profile::build(&r.profile, r.events, r.answer).map_err(|m| err(&key("profile"), m))?;
-    let stale = crate::stale::Guard::build(profile.name, r.status_timestamp, r.on_stale)
+    let stale = crate::ingress::stale::Guard::build(profile.name, r.status_timestamp, r.on_stale)
         .map_err(|m| err(&key("status_timestamp"), m))?;
     if stale.is_some() && profile.spec.ordering_key.is_empty() {
         return Err(err(
@@ -399,7 +399,7 @@ mod tests {
     impl Dir {
         fn new() -> Dir {
             let dir = tempfile::tempdir().unwrap();
-            crate::devcerts::write_dev_certs(dir.path()).unwrap();
+            crate::boot::devcerts::write_dev_certs(dir.path()).unwrap();
             Dir(dir)
         }
 
