@@ -13,10 +13,13 @@ fn main() {
     let delivery = Delivery {
         route: "xbs".into(),
         event_ids: vec!["4b2a6f0e-1c3d-4e5f-8a9b-0c1d2e3f4a5b".into()],
+        fingerprints: vec![0],
+        ordering_key: None,
         client_dn: Some("CN=CrossborderServicesNotification-prod.mastercard.com,O=MasterCard".into()),
         received_at_ms: 1_764_600_000_000,
         headers: vec![("content-type".into(), "application/json".into())],
         body: vec![b'x'; 2560].into(),
+        quarantine_reason: None,
     };
     let one = Signer::new([&b"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"[..]]).expect("valid secret");
     let two = Signer::new([

@@ -1,35 +1,25 @@
 //! pushgate: an mTLS ingress for payment-network push notifications, on Pingora.
 //!
-//! A notification flows through the modules in this order:
-//! [`tls`] (handshake, client certificate) → [`conn`] (connection cap, header deadlines) →
-//! [`identity`] (canonical DN, pin) →
-//! [`ingest`] (the Pingora handler) → [`route`] → [`checks`] → [`body`] → [`jwe`] →
-//! [`profile`] (events and ids) → [`accept`] ([`dedupe`], then store or deliver) →
-//! [`reply`]; and afterwards [`forward`] to the app.
+//! The modules are declared in the order a notification flows:
+//! [`listener`] (handshake, client certificate, connection limits) → [`ingress`] (the
+//! Pingora handler: route, checks, body, then [`jwe`] and [`profile`] to read the events,
+//! [`dedupe`] to claim their ids, [`spool`] to make them safe, one table of answers) →
+//! [`forward`] to the app. [`shared`] is the state they share; [`ops`] is what operators see
+//! and do; [`boot`] starts it all. [`names`], [`secret`] and [`redact`] are leaves every stage
+//! may use.
 #![forbid(unsafe_code)]
 
-pub mod accept;
-pub mod admin;
-pub mod body;
-pub mod checks;
-pub mod cli;
-pub mod config;
-pub mod conn;
-pub mod dedupe;
-pub mod devcerts;
-pub mod forward;
-pub mod identity;
-pub mod ingest;
-pub mod jwe;
-pub mod metrics;
-pub mod profile;
+pub mod names;
+pub mod secret;
 pub mod redact;
-pub mod reload;
-pub mod reply;
-pub mod route;
-pub mod server;
-pub mod shared;
+
+pub mod listener;
+pub mod ingress;
+pub mod jwe;
+pub mod profile;
+pub mod dedupe;
 pub mod spool;
-pub mod spool_cli;
-pub mod stale;
-pub mod tls;
+pub mod forward;
+pub mod shared;
+pub mod ops;
+pub mod boot;

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use pushgate::cli::{Cli, Command};
+use pushgate::boot::cli::{Cli, Command};
 
 /// mimalloc rather than glibc's malloc: under the keep-alive benchmark glibc's allocator
 /// (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`, `_int_free`) was ~14% of pushgate's CPU
@@ -14,14 +14,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pingora } => pushgate::server::run(pingora),
-        Command::Check { conf } => pushgate::server::check(&conf),
-        Command::Reload { conf } => pushgate::spool_cli::reload(&conf),
+        Command::Run { pingora } => pushgate::boot::server::run(pingora),
+        Command::Check { conf } => pushgate::boot::server::check(&conf),
+        Command::Reload { conf } => pushgate::ops::spool_cli::reload(&conf),
         Command::Spool { conf, command } => match conf {
-            Some(conf) => pushgate::spool_cli::run(&conf, command),
+            Some(conf) => pushgate::ops::spool_cli::run(&conf, command),
             None => Err("spool needs -c FILE".into()),
         },
-        Command::DevCerts { out } => pushgate::devcerts::write_dev_certs(&out)
+        Command::DevCerts { out } => pushgate::boot::devcerts::write_dev_certs(&out)
             .map(|files| {
                 for f in files {
                     println!("{}", out.join(f).display());

@@ -9,8 +9,8 @@ use arc_swap::ArcSwap;
 
 use crate::dedupe::Dedupe;
 use crate::forward::{AppClient, ForwarderHandle};
-use crate::metrics::Metrics;
-use crate::route::Routes;
+use crate::ingress::route::Routes;
+use crate::ops::metrics::Metrics;
 use crate::spool::Spool;
 
 /// The store, once it is open. At a normal start it is open before the listener; when
@@ -54,9 +54,11 @@ pub struct Shared {
     pub store: StoreSlot,
     pub client: AppClient,
     pub metrics: Arc<Metrics>,
-    forwarder: OnceLock<ForwarderHandle>,
-    /// Newest status time accepted per transaction (src/stale.rs).
-    pub stale: crate::stale::Memory,
+    /// The one handle to the forwarder's queues, made with the state: the forwarder service
+    /// takes a clone when it is built, so nothing can reach a queue through another handle.
+    forwarder: ForwarderHandle,
+    /// Newest status time accepted per transaction (src/ingress/stale.rs).
+    pub stale: crate::ingress::stale::Memory,
 }
 
 impl Shared {
@@ -67,8 +69,8 @@ impl Shared {
             store: StoreSlot::default(),
             client: AppClient::default(),
             metrics,
-            forwarder: OnceLock::new(),
-            stale: crate::stale::Memory::default(),
+            forwarder: ForwarderHandle::detached(),
+            stale: crate::ingress::stale::Memory::default(),
         }
     }
 
@@ -81,13 +83,10 @@ impl Shared {
         self.routes.store(Arc::new(routes));
     }
 
-    /// Set once at start-up, before any request is served.
-    pub fn set_forwarder(&self, handle: ForwarderHandle) {
-        let _ = self.forwarder.set(handle);
-    }
-
-    pub fn forwarder(&self) -> ForwarderHandle {
-        self.forwarder.get().cloned().unwrap_or_else(ForwarderHandle::detached)
+    /// The forwarder's queues. Until the forwarder service starts they reach no queue, and
+    /// what is stored meanwhile is read from the store when it does.
+    pub fn forwarder(&self) -> &ForwarderHandle {
+        &self.forwarder
     }
 
     /// Refreshes the gauges that mirror state held elsewhere (spool counts, dedupe size).

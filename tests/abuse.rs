@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pushgate::devcerts::{Ca, CustomExtension, LeafSpec, XBS_PROD_DN};
+use pushgate::boot::devcerts::{Ca, CustomExtension, LeafSpec, XBS_PROD_DN};
 use support::{admin, eventually, metric, App, Pki, Pushgate, Sender};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -245,7 +245,7 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
     );
     // The lingering close reads the still trickling body for at most LINGER_TIME.
     assert!(
-        b_took < Duration::from_secs(1) + pushgate::body::LINGER_TIME + Duration::from_secs(1),
+        b_took < Duration::from_secs(1) + pushgate::ingress::body::LINGER_TIME + Duration::from_secs(1),
         "closed within the lingering bound, not {b_took:?}"
     );
     assert!(
@@ -259,7 +259,7 @@ async fn slowloris_headers_and_bodies_are_cut_off_while_others_are_served_fast()
         1.0
     );
     assert_eq!(
-        metric(&m, r#"pushgate_requests_total{outcome="rejected_size",route="xbs"}"#),
+        metric(&m, r#"pushgate_requests_total{outcome="rejected_timeout",route="xbs"}"#),
         1.0,
         "the 408 is counted"
     );
@@ -391,7 +391,7 @@ async fn oversized_and_numerous_headers_and_endless_chunked_bodies_are_refused_e
     // What was sent is drained; then nothing more comes, and the lingering close ends.
     assert!(seen.closed, "the connection is closed once the sender goes quiet");
     assert!(
-        seen.took < pushgate::body::LINGER_IDLE + Duration::from_secs(1),
+        seen.took < pushgate::ingress::body::LINGER_IDLE + Duration::from_secs(1),
         "closed after LINGER_IDLE of quiet, not {:?}",
         seen.took
     );
@@ -609,7 +609,7 @@ async fn a_refused_expect_continue_sender_is_not_held() {
     assert!(!seen.answer.contains("HTTP/1.1 100"), "no 100 before a refusal");
     assert!(seen.first_byte.is_some_and(|t| t < Duration::from_millis(500)));
     assert!(
-        seen.closed && seen.took < pushgate::body::LINGER_IDLE + Duration::from_secs(1),
+        seen.closed && seen.took < pushgate::ingress::body::LINGER_IDLE + Duration::from_secs(1),
         "{:?}",
         seen.took
     );

@@ -9,7 +9,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pushgate::devcerts::{Issued, XBS_PROD_DN};
+use pushgate::boot::devcerts::{Issued, XBS_PROD_DN};
 use support::{admin, eventually, metric, App, Pki, Pushgate, Sender};
 use time::OffsetDateTime;
 

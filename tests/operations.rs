@@ -483,7 +483,7 @@ async fn server_cert(sender: &Sender) -> Vec<u8> {
 
 /// A second server certificate from the same dev CA (its key is in the PKI directory).
 fn reissue_server_cert(pki: &Pki, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    use pushgate::devcerts::{Ca, DEV_CA_NAME};
+    use pushgate::boot::devcerts::{Ca, DEV_CA_NAME};
     let ca = Ca::from_key_pem(DEV_CA_NAME, &std::fs::read_to_string(pki.path("ca.key")).unwrap()).unwrap();
     let issued = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
     let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = pushgate::body::check_framing(data);
+    let _ = pushgate::ingress::body::check_framing(data);
 });

@@ -8,13 +8,13 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use pushgate::config::Config;
+use pushgate::boot::config::Config;
 
 fn config_path() -> &'static PathBuf {
     static P: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &P.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        pushgate::devcerts::write_dev_certs(dir.path()).expect("dev certs");
+        pushgate::boot::devcerts::write_dev_certs(dir.path()).expect("dev certs");
         let key = include_bytes!("../../tests/fixtures/jwe/mastercard_test_key_pkcs8-2048.pem");
         std::fs::write(dir.path().join("decrypt.pem"), key).expect("key file");
         // Only this process's environment, before any other thread exists.

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pushgate::identity::{ClientDn, ClientIdentity};
+use pushgate::listener::identity::{ClientDn, ClientIdentity};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(id) = ClientIdentity::from_leaf_der(data) {

@@ -30,8 +30,7 @@ use tokio::sync::watch;
 pub use memory::MemorySeen;
 pub use redis::{Answer, RedisError, RedisOptions, RedisSeen, RemoteClaim};
 
-use crate::profile::EventId;
-use crate::route::RouteName;
+use crate::names::{EventId, RouteName};
 
 /// How long a request waits for a twin being stored by another replica.
 const REMOTE_TWIN_WAIT: Duration = Duration::from_secs(10);
@@ -104,7 +103,7 @@ pub enum WhenUnavailable {
 }
 
 /// One position of a claimed batch.
-pub enum Slot {
+pub enum Claim {
     /// New: owned until committed or dropped.
     New(ClaimGuard),
     /// The id was seen with other content (`first` is that content's fingerprint): this
@@ -286,19 +285,19 @@ impl Dedupe {
 
     /// Claims the events of one request. Per id, the first event of the batch is asked about
     /// first; an event whose id was seen (or taken earlier in the batch) with other content
-    /// is then claimed under its version key and answered [`Slot::Conflict`]; an exact repeat
-    /// is [`Slot::Seen`]. With Redis each of the two steps is one round trip, and the second
+    /// is then claimed under its version key and answered [`Claim::Conflict`]; an exact repeat
+    /// is [`Claim::Seen`]. With Redis each of the two steps is one round trip, and the second
     /// is taken only when a conflict was found. When the shared memory cannot be asked:
     /// `Err` under the `refuse` policy (every claim of the batch released), otherwise the
     /// claims hold in this process alone, marked unchecked.
-    pub async fn claim_all(&self, wants: &[Want]) -> Result<Vec<Slot>, DedupeError> {
-        let mut slots: Vec<Option<Slot>> = wants.iter().map(|_| None).collect();
+    pub async fn claim_all(&self, wants: &[Want]) -> Result<Vec<Claim>, DedupeError> {
+        let mut slots: Vec<Option<Claim>> = wants.iter().map(|_| None).collect();
         let mut pairs = HashSet::new();
         let mut firsts = HashSet::new();
         let (mut primary, mut extra) = (Vec::new(), Vec::new());
         for (i, w) in wants.iter().enumerate() {
             if !pairs.insert((w.key, w.fingerprint)) {
-                slots[i] = Some(Slot::Seen); // a repeat inside the batch: the first copy carries it
+                slots[i] = Some(Claim::Seen); // a repeat inside the batch: the first copy carries it
             } else if firsts.insert(w.key) {
                 primary.push(i);
             } else {
@@ -314,12 +313,12 @@ impl Dedupe {
             match r {
                 Resolved::New(g) => {
                     first_fp.insert(w.key, w.fingerprint);
-                    slots[i] = Some(Slot::New(g));
+                    slots[i] = Some(Claim::New(g));
                 }
                 Resolved::Known(first) => {
                     first_fp.insert(w.key, first);
                     if same(first, w.fingerprint) {
-                        slots[i] = Some(Slot::Seen);
+                        slots[i] = Some(Claim::Seen);
                     } else {
                         versions.push((i, first));
                     }
@@ -330,7 +329,7 @@ impl Dedupe {
             let w = wants[i];
             let first = first_fp.get(&w.key).copied().unwrap_or(0);
             if same(first, w.fingerprint) {
-                slots[i] = Some(Slot::Seen);
+                slots[i] = Some(Claim::Seen);
             } else {
                 versions.push((i, first));
             }
@@ -344,18 +343,18 @@ impl Dedupe {
             let resolved = match self.claim_keys(&asked).await {
                 Ok(r) => r,
                 Err(e) => {
-                    self.release_all(slots.into_iter().flatten().filter_map(Slot::into_guard).collect());
+                    self.release_all(slots.into_iter().flatten().filter_map(Claim::into_guard).collect());
                     return Err(e);
                 }
             };
             for (&(i, first), r) in versions.iter().zip(resolved) {
                 slots[i] = Some(match r {
-                    Resolved::New(guard) => Slot::Conflict { guard, first },
-                    Resolved::Known(_) => Slot::Seen, // this version was taken before
+                    Resolved::New(guard) => Claim::Conflict { guard, first },
+                    Resolved::Known(_) => Claim::Seen, // this version was taken before
                 });
             }
         }
-        Ok(slots.into_iter().map(|s| s.unwrap_or(Slot::Seen)).collect())
+        Ok(slots.into_iter().map(|s| s.unwrap_or(Claim::Seen)).collect())
     }
 
     /// Claims distinct keys: here first, in key order (so two requests sharing keys cannot
@@ -639,11 +638,11 @@ impl Dedupe {
     }
 }
 
-impl Slot {
+impl Claim {
     fn into_guard(self) -> Option<ClaimGuard> {
         match self {
-            Slot::New(g) | Slot::Conflict { guard: g, .. } => Some(g),
-            Slot::Seen => None,
+            Claim::New(g) | Claim::Conflict { guard: g, .. } => Some(g),
+            Claim::Seen => None,
         }
     }
 }
@@ -667,21 +666,21 @@ mod tests {
         }
     }
 
-    async fn one(d: &Dedupe, id: &str, fingerprint: u64) -> Slot {
+    async fn one(d: &Dedupe, id: &str, fingerprint: u64) -> Claim {
         d.claim_all(&[want(id, fingerprint)]).await.unwrap().pop().unwrap()
     }
 
-    fn commit_all(d: &Dedupe, slots: Vec<Slot>) {
-        d.commit_all(slots.into_iter().filter_map(Slot::into_guard).collect());
+    fn commit_all(d: &Dedupe, slots: Vec<Claim>) {
+        d.commit_all(slots.into_iter().filter_map(Claim::into_guard).collect());
     }
 
-    fn kinds(slots: &[Slot]) -> Vec<&'static str> {
+    fn kinds(slots: &[Claim]) -> Vec<&'static str> {
         slots
             .iter()
             .map(|s| match s {
-                Slot::New(_) => "new",
-                Slot::Conflict { .. } => "conflict",
-                Slot::Seen => "seen",
+                Claim::New(_) => "new",
+                Claim::Conflict { .. } => "conflict",
+                Claim::Seen => "seen",
             })
             .collect()
     }
@@ -689,41 +688,41 @@ mod tests {
     #[tokio::test]
     async fn commit_makes_duplicates_release_lets_retries_through() {
         let d = Dedupe::memory(Duration::from_secs(60), 100);
-        let Slot::New(g) = one(&d, "a", 1).await else {
+        let Claim::New(g) = one(&d, "a", 1).await else {
             panic!("first claim must be new")
         };
         drop(g); // storing failed
-        let Slot::New(g) = one(&d, "a", 1).await else {
+        let Claim::New(g) = one(&d, "a", 1).await else {
             panic!("released id must be claimable")
         };
         g.commit();
-        assert!(matches!(one(&d, "a", 1).await, Slot::Seen));
+        assert!(matches!(one(&d, "a", 1).await, Claim::Seen));
         assert_eq!(d.count().await, Some(1));
     }
 
     #[tokio::test]
     async fn other_content_under_a_seen_id_is_a_conflict_and_either_version_then_a_duplicate() {
         let d = Dedupe::memory(Duration::from_secs(60), 100);
-        let Slot::New(g) = one(&d, "a", 1).await else { panic!() };
+        let Claim::New(g) = one(&d, "a", 1).await else { panic!() };
         g.commit();
-        let Slot::Conflict { guard, first } = one(&d, "a", 2).await else {
+        let Claim::Conflict { guard, first } = one(&d, "a", 2).await else {
             panic!("other content must be a conflict")
         };
         assert_eq!(first, 1);
         drop(guard); // storing failed: the second version is taken afresh next time
-        let Slot::Conflict { guard, .. } = one(&d, "a", 2).await else {
+        let Claim::Conflict { guard, .. } = one(&d, "a", 2).await else {
             panic!()
         };
         guard.commit();
-        assert!(matches!(one(&d, "a", 1).await, Slot::Seen));
-        assert!(matches!(one(&d, "a", 2).await, Slot::Seen));
-        let Slot::Conflict { first, .. } = one(&d, "a", 3).await else {
+        assert!(matches!(one(&d, "a", 1).await, Claim::Seen));
+        assert!(matches!(one(&d, "a", 2).await, Claim::Seen));
+        let Claim::Conflict { first, .. } = one(&d, "a", 3).await else {
             panic!()
         };
         assert_eq!(first, 1, "a third version names the first");
         // An unknown fingerprint (a record from before fingerprints) matches any content.
         d.remember(key("old"), 0);
-        assert!(matches!(one(&d, "old", 9).await, Slot::Seen));
+        assert!(matches!(one(&d, "old", 9).await, Claim::Seen));
     }
 
     #[tokio::test]
@@ -744,15 +743,15 @@ mod tests {
         let d = Dedupe::memory(Duration::from_secs(60), 100);
         d.remember(key("a"), 1);
         d.remember(key("a"), 2);
-        assert!(matches!(one(&d, "a", 1).await, Slot::Seen));
-        assert!(matches!(one(&d, "a", 2).await, Slot::Seen));
-        assert!(matches!(one(&d, "a", 3).await, Slot::Conflict { first: 1, .. }));
+        assert!(matches!(one(&d, "a", 1).await, Claim::Seen));
+        assert!(matches!(one(&d, "a", 2).await, Claim::Seen));
+        assert!(matches!(one(&d, "a", 3).await, Claim::Conflict { first: 1, .. }));
     }
 
     #[tokio::test]
     async fn concurrent_twins_wait_for_the_outcome() {
         let d = Dedupe::memory(Duration::from_secs(60), 100);
-        let Slot::New(g) = one(&d, "t", 1).await else { panic!() };
+        let Claim::New(g) = one(&d, "t", 1).await else { panic!() };
         let mut twins = Vec::new();
         for i in 0..8u64 {
             let d = d.clone();
@@ -760,9 +759,9 @@ mod tests {
                 // Half are copies, half carry other content: those must not be dropped.
                 let fp = 1 + i % 2;
                 match one(&d, "t", fp).await {
-                    Slot::Seen => fp == 1,
-                    Slot::Conflict { first, .. } => fp == 2 && first == 1,
-                    Slot::New(_) => false,
+                    Claim::Seen => fp == 1,
+                    Claim::Conflict { first, .. } => fp == 2 && first == 1,
+                    Claim::New(_) => false,
                 }
             }));
         }
@@ -780,13 +779,13 @@ mod tests {
     #[tokio::test]
     async fn a_released_claim_passes_to_exactly_one_twin() {
         let d = Dedupe::memory(Duration::from_secs(60), 100);
-        let Slot::New(g) = one(&d, "r", 1).await else { panic!() };
+        let Claim::New(g) = one(&d, "r", 1).await else { panic!() };
         let twins: Vec<_> = (0..4)
             .map(|_| {
                 let d = d.clone();
                 tokio::spawn(async move {
                     match one(&d, "r", 1).await {
-                        Slot::New(g) => {
+                        Claim::New(g) => {
                             g.commit();
                             1
                         }
@@ -837,10 +836,10 @@ mod tests {
     #[tokio::test]
     async fn redis_not_connected_under_accept_claims_here_and_defers_the_mark() {
         let d = Dedupe::redis(WhenUnavailable::Accept, Duration::from_secs(60), 100);
-        let Slot::New(g) = one(&d, "u", 1).await else { panic!() };
+        let Claim::New(g) = one(&d, "u", 1).await else { panic!() };
         assert!(g.unchecked());
         g.commit();
-        assert!(matches!(one(&d, "u", 1).await, Slot::Seen), "remembered here");
+        assert!(matches!(one(&d, "u", 1).await, Claim::Seen), "remembered here");
         assert_eq!(d.pending_writes(), 1);
         assert_eq!(d.backend_up(), Some(false));
         let refuse = Dedupe::redis(WhenUnavailable::Refuse, Duration::from_secs(60), 100);

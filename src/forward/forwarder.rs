@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::retry::{classify, Verdict};
 use super::schedule::Schedule;
 use super::Delivery;
-use crate::route::Route;
+use crate::ingress::route::Route;
 use crate::shared::{now_ms, Shared};
 use crate::spool::{Meta, Seq, Spool};
 
@@ -35,7 +35,8 @@ enum Msg {
     Stored {
         seq: Seq,
         ordering_key: Option<String>,
-        delivery: Delivery,
+        /// Boxed: the record is large, the other messages are not.
+        delivery: Box<Delivery>,
     },
     /// The store changed behind the queue's back (a replay): look again.
     Rescan,
@@ -61,7 +62,7 @@ struct Spawner {
 }
 
 impl ForwarderHandle {
-    /// A handle that reaches no queue (before the forwarder exists).
+    /// A handle that reaches no queue until the forwarder service built on it starts.
     pub fn detached() -> ForwarderHandle {
         ForwarderHandle {
             inner: Arc::new(HandleInner {
@@ -83,7 +84,7 @@ impl ForwarderHandle {
             let _ = q.send(Msg::Stored {
                 seq,
                 ordering_key,
-                delivery,
+                delivery: Box::new(delivery),
             });
         }
     }
@@ -118,16 +119,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// The service and the handle to its queues (one per route, started with the service).
-    pub fn new(shared: Arc<Shared>) -> (Forwarder, ForwarderHandle) {
-        let handle = ForwarderHandle::detached();
-        (
-            Forwarder {
-                shared,
-                handle: handle.clone(),
-            },
-            handle,
-        )
+    /// The service behind `shared`'s handle to its queues (one per route, started with the
+    /// service).
+    pub fn new(shared: Arc<Shared>) -> Forwarder {
+        let handle = shared.forwarder().clone();
+        Forwarder { shared, handle }
     }
 }
 
@@ -147,7 +143,7 @@ impl BackgroundService for Forwarder {
             self.handle.ensure(route.name.as_str());
         }
         // The stale guard's memory is rebuilt from the store now, in the background: a
-        // `deliver` route's acknowledgements never wait for it (src/stale.rs).
+        // `deliver` route's acknowledgements never wait for it (src/ingress/stale.rs).
         let (shared, store) = (self.shared.clone(), spool.clone());
         tokio::spawn(async move {
             for route in shared.routes().iter() {
@@ -245,7 +241,7 @@ impl RouteQueue {
             };
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    Some(Msg::Stored { seq, ordering_key, delivery }) => self.admit(seq, ordering_key, delivery),
+                    Some(Msg::Stored { seq, ordering_key, delivery }) => self.admit(seq, ordering_key, *delivery),
                     Some(Msg::Rescan) => self.load(true),
                     None => return,
                 },
@@ -470,9 +466,12 @@ fn read_back(spool: &Spool, seq: Seq) -> Result<Option<Delivery>, crate::spool::
     Ok(Some(Delivery {
         route: meta.route,
         event_ids: meta.event_ids,
-        client_dn: meta.client_dn,
+        fingerprints: meta.fingerprints,
+        ordering_key: meta.ordering_key,
         received_at_ms: meta.received_at_ms,
+        client_dn: meta.client_dn,
         headers: meta.headers,
         body,
+        quarantine_reason: None,
     }))
 }

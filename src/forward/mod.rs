@@ -1,5 +1,5 @@
-//! Delivery to the app: where it is ([`Upstream`]), what it is sent ([`Delivery`] → request
-//! headers per SPEC §5), and the keep-alive client that sends it ([`AppClient`]). Used
+//! Delivery to the app: where it is ([`Upstream`]), what it is sent (the one record,
+//! [`Delivery`], and its headers per SPEC §5), and the keep-alive client that sends it ([`AppClient`]). Used
 //! synchronously by `ack: upstream` routes and by the spool's forwarder.
 
 mod client;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use client::{AppClient, AppResponse, SendError};
 pub use forwarder::{Forwarder, ForwarderHandle};
-pub use request::{forwardable_headers, Delivery};
+pub use request::{app_headers, forwardable_headers, Delivery, Flags, CONFLICT_HEADER, DEDUPE_HEADER, STALE_HEADER};
 pub use sign::{webhook_id, Signer};
 
 /// A route's app endpoint: plain HTTP/1.1, address resolved once at load.

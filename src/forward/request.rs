@@ -1,9 +1,20 @@
-//! What the app receives: the sender's headers minus what must not pass, plus `X-Pushgate-*`.
-
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+//! What the app receives, built here and nowhere else: the sender's headers minus what must
+//! not pass ([`app_headers`]), pushgate's verdicts on the events ([`Flags`]), and per attempt
+//! the `X-Pushgate-*` head ([`Delivery::request_header`]).
 
 use super::sign::{webhook_id, Signer};
+
+/// The one record of a notification from acceptance to delivery: made once in `accept`,
+/// appended to the spool as is and handed to the forwarder (or sent at once under
+/// `ack: upstream`); rebuilt only when read back from the store after a restart or a replay.
+pub use crate::spool::NewDelivery as Delivery;
+
+/// Header naming, for each event the app receives, the content its id was first seen with.
+pub const CONFLICT_HEADER: &str = "x-pushgate-conflict";
+/// Header on a delivery whose ids could not be checked against the shared duplicate memory.
+pub const DEDUPE_HEADER: &str = "x-pushgate-dedupe";
+/// Header on a delivery with an out-of-date status.
+pub const STALE_HEADER: &str = "x-pushgate-stale";
 
 /// Headers never passed to the app: hop-by-hop and framing headers (pushgate frames its own
 /// request), and `Expect`.
@@ -22,6 +33,54 @@ const NOT_FORWARDED: &[&str] = &[
     "expect",
 ];
 
+/// The headers the app is given with a notification: the sender's ([`forwardable_headers`]),
+/// and, when the body was a JWE envelope, the plaintext's type (`cty`) in place of the
+/// envelope's `Content-Type` and `X-Encrypted`.
+pub fn app_headers(
+    headers: &http::HeaderMap,
+    secret_header: Option<&http::HeaderName>,
+    decrypted_type: Option<String>,
+) -> Vec<(String, String)> {
+    let mut kept = forwardable_headers(headers, secret_header);
+    if let Some(content_type) = decrypted_type {
+        kept.retain(|(name, _)| name != "content-type" && name != "x-encrypted");
+        kept.push(("content-type".into(), content_type));
+    }
+    kept
+}
+
+/// What pushgate tells the app about the events of one delivery, beyond the sender's headers.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Flags<'a> {
+    /// The shared duplicate memory could not be asked (policy `accept`): the app dedupes.
+    pub unchecked: bool,
+    /// A newer status of the same transaction was accepted before (src/ingress/stale.rs).
+    pub stale: bool,
+    /// Per event, in body order, the fingerprint its id was first seen with when it conflicts;
+    /// `-` for the others. Set only when some event conflicts.
+    pub conflicts: &'a [Option<u64>],
+}
+
+impl Flags<'_> {
+    /// Appends the flags to the app's headers.
+    pub fn apply(&self, headers: &mut Vec<(String, String)>) {
+        if self.unchecked {
+            headers.push((DEDUPE_HEADER.into(), "unchecked".into()));
+        }
+        if self.stale {
+            headers.push((STALE_HEADER.into(), "true".into()));
+        }
+        if self.conflicts.iter().any(Option::is_some) {
+            let marks: Vec<String> = self
+                .conflicts
+                .iter()
+                .map(|first| first.map_or("-".into(), |f| format!("first-fingerprint={f:016x}")))
+                .collect();
+            headers.push((CONFLICT_HEADER.into(), marks.join(",")));
+        }
+    }
+}
+
 /// The sender's headers that go on to the app, in order. The route's secret header and any
 /// `X-Pushgate-*` a sender tried to set are dropped: the app must be able to trust those.
 pub fn forwardable_headers(
@@ -36,19 +95,6 @@ pub fn forwardable_headers(
         })
         .filter_map(|(name, value)| Some((name.as_str().to_string(), value.to_str().ok()?.to_string())))
         .collect()
-}
-
-/// One delivery to the app: everything needed to send it now or after a restart.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Delivery {
-    pub route: String,
-    pub event_ids: Vec<String>,
-    pub client_dn: Option<String>,
-    pub received_at_ms: u64,
-    /// Sender headers to pass on (already filtered), `Content-Type` among them.
-    pub headers: Vec<(String, String)>,
-    #[serde(skip)]
-    pub body: Bytes,
 }
 
 impl Delivery {

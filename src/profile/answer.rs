@@ -167,7 +167,7 @@ fn json_str(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::EventId;
+    use crate::names::EventId;
 
     fn event(id: &str, id_source: IdSource) -> Event {
         Event {

@@ -2,39 +2,18 @@
 //! its id, its own bytes (a zero-copy slice of the body), its ordering key and the fingerprint
 //! of its content. JSON is read by the borrowed walk in `json.rs`, XML by `xml.rs`.
 
-use std::fmt;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::json::{self, Paths, WalkError};
 use super::xml::{self, WalkXmlError, XmlError};
 use super::{BodyFormat, EventSpec};
+use crate::names::EventId;
 
 /// Longest id accepted from a sender; longer ones are refused rather than stored and logged.
 pub const MAX_ID_LEN: usize = 256;
 /// Most events one body may carry.
 pub const MAX_EVENTS: usize = 10_000;
-
-/// An event's dedupe key within its route.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventId(Arc<str>);
-
-impl EventId {
-    pub fn new(s: &str) -> EventId {
-        EventId(Arc::from(s))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Where an id came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 pub use answer::{Answer, AnswerBody, AnswerOverrides, PerEvent};
-pub use extract::{extract, fingerprint, BodyError, Event, EventId, Extracted, IdSource};
+pub use extract::{extract, fingerprint, BodyError, Event, Extracted, IdSource};
 pub use xml::XmlError;
 
 /// How a body is parsed.
@@ -206,7 +206,7 @@ fn preset(name: &str) -> Option<Profile> {
         // Cross-Border Services pushes: one JSON (or XML) event; `eventRef`, or `event_ref` in
         // the snake_case variants (status change v2, carded rate). Mastercard expects 200, no
         // body. One transaction's statuses are ordered by its reference (and guarded:
-        // src/stale.rs).
+        // src/ingress/stale.rs).
         "mastercard-xbs" => Profile {
             name: "mastercard-xbs",
             spec: EventSpec {

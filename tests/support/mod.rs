@@ -20,7 +20,7 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().expect("tempdir");
-        pushgate::devcerts::write_dev_certs(dir.path()).expect("dev certs");
+        pushgate::boot::devcerts::write_dev_certs(dir.path()).expect("dev certs");
         Pki { dir }
     }
 
@@ -29,9 +29,9 @@ impl Pki {
     }
 
     /// The development CA of this PKI, to issue more certificates and sign CRLs.
-    pub fn ca(&self) -> pushgate::devcerts::Ca {
+    pub fn ca(&self) -> pushgate::boot::devcerts::Ca {
         let key = std::fs::read_to_string(self.path("ca.key")).unwrap();
-        pushgate::devcerts::Ca::from_key_pem(pushgate::devcerts::DEV_CA_NAME, &key).unwrap()
+        pushgate::boot::devcerts::Ca::from_key_pem(pushgate::boot::devcerts::DEV_CA_NAME, &key).unwrap()
     }
 
     /// Issues a client certificate with `subject` from the development CA, written as
@@ -39,8 +39,8 @@ impl Pki {
     pub fn issue_client(
         &self,
         name: &str,
-        subject: &[(pushgate::devcerts::DnType, &str)],
-    ) -> pushgate::devcerts::Issued {
+        subject: &[(pushgate::boot::devcerts::DnType, &str)],
+    ) -> pushgate::boot::devcerts::Issued {
         let issued = self.ca().issue_client(subject).unwrap();
         std::fs::write(self.path(&format!("{name}.pem")), &issued.cert_pem).unwrap();
         std::fs::write(self.path(&format!("{name}.key")), &issued.key_pem).unwrap();

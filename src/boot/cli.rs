@@ -38,7 +38,7 @@ pub enum Command {
         #[arg(short, long, global = true)]
         conf: Option<PathBuf>,
         #[command(subcommand)]
-        command: crate::spool_cli::SpoolCommand,
+        command: crate::ops::spool_cli::SpoolCommand,
     },
     /// Make a development PKI: a CA, a localhost server certificate, and client certificates.
     DevCerts {

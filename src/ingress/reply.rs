@@ -1,6 +1,7 @@
-//! The one table of answers: each outcome of a request maps to its status, its metric word
-//! and its log line here, and every reply goes out through [`Reply::send`], which frames it
-//! (`Content-Length`, keep-alive) the same way every time. Nothing internal is echoed.
+//! What the sender is sent, and how it is framed: every answer goes out through
+//! [`Reply::send`] (`Content-Length`, keep-alive, lingering close) the same way every time.
+//! Which refusal gets which status is decided in one table, [`crate::ingress::refusal`]; nothing
+//! internal is echoed.
 
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ pub enum Outcome {
     RejectedSecret,
     RejectedMethod,
     RejectedSize,
+    /// 408: the body did not arrive in time (413 is `RejectedSize`).
+    RejectedTimeout,
     RejectedBody,
     NotFound,
     Unavailable,
@@ -33,6 +36,7 @@ impl Outcome {
             Outcome::RejectedSecret => "rejected_secret",
             Outcome::RejectedMethod => "rejected_method",
             Outcome::RejectedSize => "rejected_size",
+            Outcome::RejectedTimeout => "rejected_timeout",
             Outcome::RejectedBody => "rejected_body",
             Outcome::NotFound => "not_found",
             Outcome::Unavailable => "unavailable",
@@ -86,17 +90,8 @@ impl Reply {
         }
     }
 
-    /// Storage cannot take the event: the sender must retry later.
-    pub fn unavailable(retry_after: Duration) -> Reply {
-        Reply {
-            retry_after: Some(retry_after),
-            close: false,
-            ..Reply::refuse(503, Outcome::Unavailable)
-        }
-    }
-
     /// Whether the connection, closed after this answer, first drains what the sender still
-    /// sends of its body ([`crate::body::linger`]), so the sender can read the answer. Refusals
+    /// sends of its body ([`crate::ingress::body::linger`]), so the sender can read the answer. Refusals
     /// of a well-framed request only: a 400 may be about the framing itself, whose body end is
     /// then unknown, and a body read error leaves nothing sensible to read.
     pub fn lingers(&self) -> bool {

@@ -1,5 +1,5 @@
-//! The listener's connections, between the TLS handshake ([`crate::tls`]) and the HTTP handler
-//! ([`crate::ingest`]): a cap on how many are open (`listen.max_connections`) and a deadline for
+//! The listener's connections, between the TLS handshake ([`crate::listener::tls`]) and the HTTP handler
+//! ([`crate::ingress::ingest`]): a cap on how many are open (`listen.max_connections`) and a deadline for
 //! each request header (`listen.header_timeout`, then `listen.idle_timeout` between requests).
 //!
 //! Pingora 0.9 has neither. Its per-read timeout restarts with every byte, so a header sent one
@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// The refusal sent to a connection over the cap, before any request is read: senders retry on
 /// 503, and the close tells them not to reuse the connection.
@@ -50,7 +50,7 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
-/// A Pingora app (the proxy running [`crate::ingest::Ingest`]) with the cap and the deadlines.
+/// A Pingora app (the proxy running [`crate::ingress::ingest::Ingest`]) with the cap and the deadlines.
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: ConnLimits,
@@ -75,7 +75,7 @@ impl<A> Guarded<A> {
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let Some(_slot) = Slot::take(self) else {
+        let Some(_slot) = ConnPermit::take(self) else {
             self.metrics.connections_refused.inc();
             let now = crate::shared::now_ms();
             let last = self.last_warning_ms.load(Ordering::Relaxed);
@@ -121,26 +121,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 }
 
 /// One open connection, counted until dropped.
-struct Slot {
+struct ConnPermit {
     open: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
-impl Slot {
-    fn take<A>(g: &Guarded<A>) -> Option<Slot> {
+impl ConnPermit {
+    fn take<A>(g: &Guarded<A>) -> Option<ConnPermit> {
         let max = g.limits.max_connections;
         g.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .ok()?;
         g.metrics.connections_open.inc();
-        Some(Slot {
+        Some(ConnPermit {
             open: g.open.clone(),
             metrics: g.metrics.clone(),
         })
     }
 }
 
-impl Drop for Slot {
+impl Drop for ConnPermit {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
         self.metrics.connections_open.dec();
@@ -255,12 +255,15 @@ mod tests {
     fn slots_are_capped_and_given_back() {
         let metrics = Arc::new(Metrics::new());
         let g = Guarded::new((), limits(), metrics.clone());
-        let a = Slot::take(&g).expect("first");
-        let b = Slot::take(&g).expect("second");
-        assert!(Slot::take(&g).is_none(), "a third connection is over the cap of 2");
+        let a = ConnPermit::take(&g).expect("first");
+        let b = ConnPermit::take(&g).expect("second");
+        assert!(
+            ConnPermit::take(&g).is_none(),
+            "a third connection is over the cap of 2"
+        );
         assert_eq!(metrics.connections_open.get(), 2);
         drop(a);
-        let _c = Slot::take(&g).expect("a freed slot is reusable");
+        let _c = ConnPermit::take(&g).expect("a freed slot is reusable");
         drop(b);
         assert_eq!(metrics.connections_open.get(), 1);
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 
-use crate::reply::{Outcome, Reply};
+use crate::ingress::refusal::Refusal;
 
 /// Lingering close: at most this many body bytes are read and thrown away after a refusal.
 /// Far above any notification (senders' bodies are kilobytes) and above the 2 MB a sender that
@@ -23,20 +23,19 @@ pub const LINGER_TIME: Duration = Duration::from_secs(5);
 /// `lingering_timeout`), e.g. one that waited for `100 Continue` and got the refusal instead.
 pub const LINGER_IDLE: Duration = Duration::from_secs(1);
 
-pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration) -> Result<Bytes, Reply> {
-    check_framing(&session.to_h1_raw())
-        .map_err(|why| Reply::refuse(400, Outcome::RejectedBody).with_reason(format!("framing: {why}")))?;
+pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration) -> Result<Bytes, Refusal> {
+    check_framing(&session.to_h1_raw()).map_err(Refusal::Framing)?;
     let declared = match session.req_header().headers.get(http::header::CONTENT_LENGTH) {
         None => None,
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| Reply::refuse(400, Outcome::RejectedBody).with_reason("bad content-length"))?,
+                .ok_or(Refusal::BadContentLength)?,
         ),
     };
     if declared.is_some_and(|n| n > max) {
-        return Err(Reply::refuse(413, Outcome::RejectedSize).with_reason("content-length over max_body"));
+        return Err(Refusal::TooLarge { declared: true });
     }
     let expects_continue = session
         .req_header()
@@ -46,10 +45,7 @@ pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration)
     if expects_continue {
         // Pingora only relays an upstream's 100; answering locally, we must send it, or the
         // sender waits a second before sending its body.
-        session
-            .write_continue_response()
-            .await
-            .map_err(|_| Reply::refuse(400, Outcome::RejectedBody).with_reason("cannot send 100 continue"))?;
+        session.write_continue_response().await.map_err(|_| Refusal::Continue)?;
     }
     session.set_read_timeout(Some(timeout));
     let deadline = tokio::time::Instant::now() + timeout;
@@ -57,20 +53,14 @@ pub async fn read(session: &mut Session, max: u64, timeout: std::time::Duration)
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0).min(max) as usize);
     loop {
         let chunk = match tokio::time::timeout_at(deadline, session.read_request_body()).await {
-            Err(_) => return Err(Reply::refuse(408, Outcome::RejectedSize).with_reason("body read timeout")),
-            Ok(Err(e)) if e.etype() == &pingora::ErrorType::ReadTimedout => {
-                return Err(Reply::refuse(408, Outcome::RejectedSize).with_reason("body read timeout"))
-            }
-            Ok(Err(e)) => {
-                return Err(
-                    Reply::refuse(400, Outcome::RejectedBody).with_reason(format!("body read: {}", e.etype().as_str()))
-                )
-            }
+            Err(_) => return Err(Refusal::Timeout),
+            Ok(Err(e)) if e.etype() == &pingora::ErrorType::ReadTimedout => return Err(Refusal::Timeout),
+            Ok(Err(e)) => return Err(Refusal::BodyRead(e.etype().as_str())),
             Ok(Ok(None)) => break,
             Ok(Ok(Some(chunk))) => chunk,
         };
         if buf.len() as u64 + chunk.len() as u64 > max {
-            return Err(Reply::refuse(413, Outcome::RejectedSize).with_reason("body over max_body"));
+            return Err(Refusal::TooLarge { declared: false });
         }
         buf.extend_from_slice(&chunk);
     }

@@ -11,19 +11,19 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::admin::Admin;
-use crate::config::{Config, DedupeBackend, LogFormat};
-use crate::conn::{ConnLimits, Guarded};
+use crate::boot::config::{Config, DedupeBackend, LogFormat};
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
-use crate::ingest::Ingest;
-use crate::metrics::Metrics;
-use crate::profile::EventId;
-use crate::reload::{Fixed, Reloader, SighupService};
-use crate::route::{RouteName, Routes};
+use crate::ingress::ingest::Ingest;
+use crate::ingress::route::Routes;
+use crate::listener::conn::{ConnLimits, Guarded};
+use crate::listener::tls::{self, LiveTls};
+use crate::names::{EventId, RouteName};
+use crate::ops::admin::Admin;
+use crate::ops::metrics::Metrics;
+use crate::ops::reload::{Fixed, Reloader, SighupService};
 use crate::shared::Shared;
 use crate::spool::{Spool, SpoolOptions};
-use crate::tls::{self, LiveTls};
 
 /// `pushgate check`: load everything a start would, print the routes.
 pub fn check(path: &Path) -> Result<(), String> {
@@ -54,7 +54,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     init_logging(&config);
     pingora::tls::install_default_crypto_provider();
 
-    let material = tls::load(&config.listen).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
+    let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
 
     let (dedupe, redis_options) = match &config.dedupe.backend {
         DedupeBackend::Memory => (Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries), None),
@@ -101,8 +101,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
             tracing::info!("the store opens in the background (daemon or upgrade)");
         }
     }
-    let (forwarder, handle) = Forwarder::new(shared.clone());
-    shared.set_forwarder(handle);
+    let forwarder = Forwarder::new(shared.clone());
     let reloader = Arc::new(Reloader::new(
         path.clone().into(),
         shared.clone(),

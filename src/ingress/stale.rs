@@ -22,14 +22,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::ingress::route::Route;
 use crate::profile::json::{self, Paths};
 use crate::profile::Event;
-use crate::route::Route;
 use crate::shared::{now_ms, Shared};
 use crate::spool::{ListQuery, Spool, StorageError};
 
-/// The header on a delivery with an out-of-date status.
-pub const HEADER: &str = "x-pushgate-stale";
+/// The header on a delivery with an out-of-date status (set with the others in forward/request.rs).
+pub use crate::forward::STALE_HEADER as HEADER;
 /// Where `mastercard-xbs` keeps its status history (camelCase and snake_case variants).
 pub const XBS_TIMESTAMPS: &[&str] = &["/transactionHistories/*/timestamp", "/transaction_history/*/timestamp"];
 /// Stored deliveries read per page while rebuilding.
@@ -159,7 +159,7 @@ pub struct Memory {
 impl Default for Memory {
     fn default() -> Self {
         Memory {
-            ttl: Mutex::new(crate::config::DEFAULT_DEDUPE_TTL),
+            ttl: Mutex::new(crate::boot::config::DEFAULT_DEDUPE_TTL),
             times: Mutex::new(HashMap::new()),
             sweep_at: AtomicUsize::new(4096),
             loaded: tokio::sync::Mutex::new(HashSet::new()),

@@ -19,9 +19,9 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
-use crate::config::{CrlExpired, Listen};
-use crate::identity::ClientIdentity;
-use crate::metrics::{Metrics, NO_ROUTE};
+use crate::listener::identity::ClientIdentity;
+use crate::listener::tls_files::{CrlExpired, TlsFiles};
+use crate::ops::metrics::{Metrics, NO_ROUTE};
 
 /// A certificate this close to its expiry is warned about in the log.
 pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
@@ -38,12 +38,12 @@ pub struct TlsMaterial {
 }
 
 /// Config-time check of the listener's files, with the config key to blame.
-pub fn check_files(listen: &Listen) -> Result<(), (&'static str, String)> {
+pub fn check_files(listen: &TlsFiles) -> Result<(), (&'static str, String)> {
     load(listen).map(|_| ())
 }
 
 /// Loads the server certificate and key and the client CA.
-pub fn load(listen: &Listen) -> Result<TlsMaterial, (&'static str, String)> {
+pub fn load(listen: &TlsFiles) -> Result<TlsMaterial, (&'static str, String)> {
     let chain = read_certs(&listen.cert).map_err(|m| ("listen.tls.cert", m))?;
     let key = PrivateKeyDer::from_pem_file(&listen.key).map_err(|e| {
         (

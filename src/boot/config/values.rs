@@ -1,11 +1,12 @@
 //! Scalar values of the config file: durations (`500ms`, `72h`), sizes (`1MiB`) and secret
 //! references (`env:NAME`, `file:PATH`, or inline).
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::secret::Secret;
 
 /// A duration written the human way: `500ms`, `30s`, `72h`, `7d`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,31 +62,12 @@ impl<'de> Deserialize<'de> for Size {
     }
 }
 
-/// Secret bytes. Never printed: `Debug` shows only the length.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Secret {
-        Secret(bytes)
-    }
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Secret({} bytes)", self.0.len())
-    }
-}
-
 /// Where a secret comes from, as written in the file. Resolved once at load time so that a
 /// missing variable or file is a start-up error, not a request-time surprise.
 pub fn resolve_secret(written: &str, base: &Path) -> Result<Secret, String> {
     if let Some(name) = written.strip_prefix("env:") {
         match std::env::var(name) {
-            Ok(v) if !v.is_empty() => Ok(Secret(v.into_bytes())),
+            Ok(v) if !v.is_empty() => Ok(Secret::new(v.into_bytes())),
             Ok(_) => Err(format!("environment variable {name} is empty")),
             Err(_) => Err(format!("environment variable {name} is not set")),
         }
@@ -99,11 +81,11 @@ pub fn resolve_secret(written: &str, base: &Path) -> Result<Secret, String> {
         if bytes.is_empty() {
             return Err(format!("{} is empty", path.display()));
         }
-        Ok(Secret(bytes))
+        Ok(Secret::new(bytes))
     } else if written.is_empty() {
         Err("the secret is empty".into())
     } else {
-        Ok(Secret(written.as_bytes().to_vec()))
+        Ok(Secret::new(written.as_bytes().to_vec()))
     }
 }
 

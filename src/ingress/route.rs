@@ -1,44 +1,16 @@
 //! Routes: a configured path → everything needed to judge and deliver what arrives on it.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::checks::RouteAuth;
 use crate::forward::Upstream;
+use crate::ingress::checks::RouteAuth;
 use crate::jwe::DecryptKey;
+use crate::names::RouteName;
 use crate::profile::Profile;
-
-/// A route's name, as used in metrics labels, headers and logs. Restricted to a safe alphabet
-/// so it can go anywhere without escaping.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RouteName(Arc<str>);
-
-impl RouteName {
-    pub fn new(s: &str) -> Result<RouteName, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if ok {
-            Ok(RouteName(Arc::from(s)))
-        } else {
-            Err(format!("`{s}` must be 1-64 characters of A-Z a-z 0-9 - _ ."))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for RouteName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// When the sender gets its answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -79,7 +51,7 @@ pub struct Route {
     pub read_timeout: Duration,
     pub upstream: Arc<Upstream>,
     /// The out-of-date status guard (`status_timestamp:`, `on_stale:`), when on.
-    pub stale: Option<crate::stale::Guard>,
+    pub stale: Option<crate::ingress::stale::Guard>,
 }
 
 /// The routing table: exact path match, nothing clever (senders register one URL each).

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
-use crate::admin::{parse_state, parse_time};
-use crate::config::{Config, OpsConfig};
+use crate::boot::config::{Config, OpsConfig};
+use crate::ops::admin::{parse_state, parse_time};
 use crate::spool::{ListQuery, Spool, SpoolOptions, State};
 
 #[derive(Subcommand, Debug, Clone)]
@@ -203,7 +203,7 @@ fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
                 start_ms: parse_time(start.as_ref()).map_err(|_| "bad --start")?,
                 end_ms: parse_time(end.as_ref()).map_err(|_| "bad --end")?,
                 offset: *offset,
-                limit: (*limit).min(crate::admin::MAX_LIMIT),
+                limit: (*limit).min(crate::ops::admin::MAX_LIMIT),
             };
             json!(spool.list(&q).map_err(e)?)
         }
@@ -212,7 +212,7 @@ fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
             let mut v = json!(meta);
             if *body {
                 if let Some(b) = spool.body(*seq).map_err(e)? {
-                    v["body"] = crate::admin::body_json(&b);
+                    v["body"] = crate::ops::admin::body_json(&b);
                 }
             }
             v

@@ -14,7 +14,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::shared::Shared;
 use crate::spool::{ListQuery, Spool, State};
 
@@ -28,12 +28,12 @@ pub struct Admin {
     pub token: Option<Secret>,
     /// The notification listener, probed by `/readyz`.
     pub listen_addr: std::net::SocketAddr,
-    pub reloader: Arc<crate::reload::Reloader>,
+    pub reloader: Arc<crate::ops::reload::Reloader>,
 }
 
-type Reply = Response<Vec<u8>>;
+type AdminReply = Response<Vec<u8>>;
 
-fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> AdminReply {
     let body = body.into();
     Response::builder()
         .status(status)
@@ -43,7 +43,7 @@ fn reply(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
         .unwrap_or_default()
 }
 
-fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
+fn json_reply(status: u16, value: &serde_json::Value) -> AdminReply {
     reply(
         status,
         "application/json",
@@ -51,13 +51,13 @@ fn json_reply(status: u16, value: &serde_json::Value) -> Reply {
     )
 }
 
-fn error(status: u16, message: &str) -> Reply {
+fn error(status: u16, message: &str) -> AdminReply {
     json_reply(status, &json!({ "error": message }))
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Reply {
+    async fn response(&self, session: &mut ServerSession) -> AdminReply {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let query: HashMap<String, String> = session
@@ -96,7 +96,7 @@ impl ServeHttp for Admin {
 
 impl Admin {
     /// `/api/…`, once the store is open.
-    async fn api(&self, spool: &Spool, method: &str, path: &[&str], query: &HashMap<String, String>) -> Reply {
+    async fn api(&self, spool: &Spool, method: &str, path: &[&str], query: &HashMap<String, String>) -> AdminReply {
         match (method, path) {
             ("GET", ["stats"]) => match spool.stats() {
                 Ok(s) => json_reply(200, &json!(s)),
@@ -124,7 +124,7 @@ impl Admin {
         token.expose().ct_eq(sent.as_bytes()).into()
     }
 
-    async fn readyz(&self) -> Reply {
+    async fn readyz(&self) -> AdminReply {
         let storage_ok = match self.shared.store.get() {
             Some(spool) => matches!(
                 tokio::time::timeout(Duration::from_secs(2), spool.probe()).await,
@@ -154,7 +154,7 @@ impl Admin {
         )
     }
 
-    fn list(&self, spool: &Spool, q: &HashMap<String, String>) -> Reply {
+    fn list(&self, spool: &Spool, q: &HashMap<String, String>) -> AdminReply {
         let state = match q.get("state").map(|s| parse_state(s)) {
             None => None,
             Some(Some(s)) => Some(s),
@@ -181,7 +181,7 @@ impl Admin {
         }
     }
 
-    fn show(&self, spool: &Spool, seq: &str, with_body: bool) -> Reply {
+    fn show(&self, spool: &Spool, seq: &str, with_body: bool) -> AdminReply {
         let Ok(seq) = seq.parse::<u64>() else {
             return error(400, "not an event number");
         };
@@ -204,7 +204,7 @@ impl Admin {
         json_reply(200, &value)
     }
 
-    async fn replay(&self, spool: &Spool, seq: &str) -> Reply {
+    async fn replay(&self, spool: &Spool, seq: &str) -> AdminReply {
         let Ok(seq) = seq.parse::<u64>() else {
             return error(400, "not an event number");
         };
@@ -224,7 +224,7 @@ impl Admin {
         }
     }
 
-    async fn replay_dead(&self, spool: &Spool, route: &str) -> Reply {
+    async fn replay_dead(&self, spool: &Spool, route: &str) -> AdminReply {
         match spool.replay_dead(route).await {
             Ok(n) => {
                 self.shared.forwarder().rescan(Some(route));
@@ -235,7 +235,7 @@ impl Admin {
         }
     }
 
-    async fn purge(&self, spool: &Spool, q: &HashMap<String, String>) -> Reply {
+    async fn purge(&self, spool: &Spool, q: &HashMap<String, String>) -> AdminReply {
         let state = match q.get("state").and_then(|s| parse_state(s)) {
             Some(State::Pending) | None => return error(400, "state must be dead, quarantined or delivered"),
             Some(s) => s,

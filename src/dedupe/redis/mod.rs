@@ -18,86 +18,32 @@
 //! Redis being unreachable never blocks a sender: every command is bounded by
 //! `RedisOptions::timeout` (default 1 s) and fails with [`RedisError::Unavailable`]; the
 //! connection re-establishes itself when Redis comes back.
+//!
+//! Here: the options, the answers and start-up; [`connection`] (one handle for both
+//! topologies, bounded and classified calls, passwords scrubbed), [`scripts`] (the Lua that
+//! makes each step atomic, run per batch) and [`claims`] (claim, commit, release, wait).
+
+mod claims;
+mod connection;
+mod scripts;
 
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture, Script, ServerErrorKind, Value};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::Value;
+
+pub use connection::redact_url;
+use connection::{glob_escape, millis, scrub, url_passwords, Conn};
 
 /// The default key prefix.
 pub const DEFAULT_PREFIX: &str = "pushgate:dedupe";
 
-/// Value of a key whose event is safe and whose content's fingerprint is unknown (written by
-/// versions before fingerprints, and by [`RedisSeen::commit`]). Otherwise `seen:<16 hex>`.
-const SEEN: &str = "seen";
-
-/// Claims every key of a request in one script run (one round trip for a whole batch). Per
-/// key, SET NX takes a free key; otherwise the holder decides the answer. The remaining PTTL
-/// of a `seen` key lets the local memory forget the id when Redis does.
-/// Returns one {code, pttl, value} per key: 0 claimed, 1 seen (value `seen` or `seen:<fp>`),
-/// 2 in flight, 3 a foreign value.
-const CLAIM_LUA: &str = r#"
-local out = {}
-for i, k in ipairs(KEYS) do
-  if redis.call('SET', k, ARGV[1], 'NX', 'PX', ARGV[2]) then
-    out[i] = {0, 0, ''}
-  else
-    local v = redis.call('GET', k)
-    local t = redis.call('PTTL', k)
-    if v == 'seen' or (v and string.sub(v, 1, 5) == 'seen:') then
-      out[i] = {1, t, v}
-    elseif v and string.sub(v, 1, 6) == 'claim:' then
-      out[i] = {2, t, ''}
-    else
-      out[i] = {3, t, ''}
-    end
-  end
-end
-return out
-"#;
-
-/// Marks every key seen: ARGV[1] `set` (the event is safe: unconditional) or `nx` (a write
-/// deferred while Redis was away: only where no replica wrote since, the key absent or holding
-/// this instance's own claim, ARGV[3], taken by a call whose answer was lost), ARGV[2] the TTL
-/// in ms, ARGV[3 + i] the value for KEYS[i].
-const COMMIT_LUA: &str = r#"
-for i, k in ipairs(KEYS) do
-  local write = ARGV[1] ~= 'nx'
-  if not write then
-    local v = redis.call('GET', k)
-    write = (not v) or v == ARGV[3]
-  end
-  if write then
-    redis.call('SET', k, ARGV[3 + i], 'PX', ARGV[2])
-  end
-end
-return #KEYS
-"#;
-
-/// Compare-and-delete over every key: only the claims this instance wrote are removed, never
-/// another replica's claim nor a `seen` mark. Returns how many were deleted.
-const RELEASE_LUA: &str = r#"
-local n = 0
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then
-    n = n + redis.call('DEL', k)
-  end
-end
-return n
-"#;
-
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
-static COMMIT: LazyLock<Script> = LazyLock::new(|| Script::new(COMMIT_LUA));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
-
 /// How the Redis memory is reached and how long it remembers.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS. For Cluster, either set
     /// `cluster` or use the scheme `redis+cluster://` / `rediss+cluster://`; several seed
@@ -204,41 +150,6 @@ pub enum RedisError {
     /// Redis answered something this module never writes (a foreign value under our key).
     #[error("redis answered unexpectedly: {0}")]
     Protocol(String),
-}
-
-/// One connection handle for both topologies; both auto-reconnect and are cheap to clone.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
 }
 
 struct Inner {
@@ -403,219 +314,6 @@ impl RedisSeen {
         Ok(this)
     }
 
-    /// Claims `key` for this replica, atomically (a batch of one).
-    pub async fn try_claim(&self, key: [u8; 16]) -> Result<RemoteClaim, RedisError> {
-        Ok(match self.claim_batch(&[key]).await?.first() {
-            Some(Answer::Claimed) => RemoteClaim::Claimed,
-            Some(Answer::Seen { .. }) => RemoteClaim::Seen,
-            Some(Answer::InFlight) | None => RemoteClaim::InFlight,
-        })
-    }
-
-    /// Claims every key in one round trip (one script run, EVALSHA, loaded on NOSCRIPT); in
-    /// Cluster, whose scripts may only touch one slot, one run per key, all sent at once.
-    pub async fn claim_batch(&self, keys: &[[u8; 16]]) -> Result<Vec<Answer>, RedisError> {
-        let rkeys: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
-        let raw: Vec<(i64, i64, String)> = self
-            .script_over(&CLAIM, &rkeys, |inv, _| {
-                inv.arg(&self.inner.claim_value).arg(self.inner.claim_ttl_ms);
-            })
-            .await?;
-        if raw.len() != keys.len() {
-            return Err(RedisError::Protocol(format!(
-                "{} answers for {} keys",
-                raw.len(),
-                keys.len()
-            )));
-        }
-        raw.into_iter()
-            .zip(&rkeys)
-            .map(|((code, pttl, value), rkey)| match code {
-                0 => Ok(Answer::Claimed),
-                1 => {
-                    // PTTL is -1 only if someone removed the expiry by hand: fall back to ttl.
-                    let left = u64::try_from(pttl)
-                        .ok()
-                        .filter(|&ms| ms > 0)
-                        .map_or(self.inner.ttl, Duration::from_millis)
-                        .min(self.inner.ttl);
-                    let fingerprint = match value.strip_prefix("seen:") {
-                        Some(hex) => u64::from_str_radix(hex, 16)
-                            .map_err(|_| RedisError::Protocol(format!("{rkey} holds an unreadable fingerprint")))?,
-                        None => 0,
-                    };
-                    Ok(Answer::Seen { fingerprint, left })
-                }
-                2 => Ok(Answer::InFlight),
-                _ => Err(RedisError::Protocol(format!(
-                    "{rkey} holds a value that is neither a claim nor seen"
-                ))),
-            })
-            .collect()
-    }
-
-    /// The event is safe: marks the id seen for `ttl` (fingerprint unknown).
-    pub async fn commit(&self, key: [u8; 16]) -> Result<(), RedisError> {
-        self.commit_batch(&[(key, 0)], false).await
-    }
-
-    /// The events are safe: marks each id seen for `ttl` with its fingerprint, in one round trip.
-    ///
-    /// Unconditional (no ownership check): the event *is* stored, so "seen" is the truth
-    /// whoever holds the key. If our claim expired meanwhile and another replica claimed
-    /// the same id, it is storing the same event; our `seen` makes its release a no-op and
-    /// its commit rewrites `seen`, and the worst outcome is the app getting the event from
-    /// both (delivery is at least once). Refreshing the TTL of an already-seen id is
-    /// harmless. `only_new` (writes deferred while Redis was away) leaves any key that another
-    /// replica wrote meanwhile as it is, but replaces this instance's own claim (a claim call
-    /// that reached Redis though its answer did not come back in time).
-    pub async fn commit_batch(&self, entries: &[([u8; 16], u64)], only_new: bool) -> Result<(), RedisError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let rkeys: Vec<String> = entries.iter().map(|(k, _)| self.redis_key(k)).collect();
-        let values: Vec<String> = entries
-            .iter()
-            .map(|&(_, fp)| {
-                if fp == 0 {
-                    SEEN.to_owned()
-                } else {
-                    format!("{SEEN}:{fp:016x}")
-                }
-            })
-            .collect();
-        let mode = if only_new { "nx" } else { "set" };
-        let _: Vec<i64> = self
-            .script_over(&COMMIT, &rkeys, |inv, range| {
-                inv.arg(mode).arg(self.inner.ttl_ms).arg(&self.inner.claim_value);
-                for v in &values[range] {
-                    inv.arg(v);
-                }
-            })
-            .await?;
-        Ok(())
-    }
-
-    /// Storing failed: frees the id for a retry, if the key still holds this instance's
-    /// claim (a compare-and-delete script). Another replica's claim or a `seen` stays.
-    pub async fn release(&self, key: [u8; 16]) -> Result<(), RedisError> {
-        self.release_batch(&[key]).await
-    }
-
-    /// [`RedisSeen::release`] for several keys in one round trip.
-    pub async fn release_batch(&self, keys: &[[u8; 16]]) -> Result<(), RedisError> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let rkeys: Vec<String> = keys.iter().map(|k| self.redis_key(k)).collect();
-        let deleted: Vec<i64> = self
-            .script_over(&RELEASE, &rkeys, |inv, _| {
-                inv.arg(&self.inner.claim_value);
-            })
-            .await?;
-        let deleted: i64 = deleted.iter().sum();
-        if deleted < keys.len() as i64 {
-            tracing::debug!(
-                kept = keys.len() as i64 - deleted,
-                "release: claims no longer ours (expired or taken over)"
-            );
-        }
-        Ok(())
-    }
-
-    /// Runs `script` over `rkeys`: one run over all of them on a single node; in Cluster one
-    /// run per key (a script may only touch one slot), sent concurrently, the answers in key
-    /// order. `args(inv, range)` adds the arguments for the keys `rkeys[range]`. One round trip
-    /// is counted either way: the caller waits for one exchange's time.
-    async fn script_over<T>(
-        &self,
-        script: &'static Script,
-        rkeys: &[String],
-        args: impl Fn(&mut redis::ScriptInvocation<'static>, std::ops::Range<usize>),
-    ) -> Result<Vec<T>, RedisError>
-    where
-        T: FromRedisValue + Send + 'static,
-    {
-        if !self.inner.cluster {
-            let mut inv = script.prepare_invoke();
-            for k in rkeys {
-                inv.key(k);
-            }
-            args(&mut inv, 0..rkeys.len());
-            let one: Value = self
-                .bounded(|mut c| async move { inv.invoke_async(&mut c).await })
-                .await?;
-            return match one {
-                Value::Array(_) => redis::from_redis_value(one).map_err(|e| RedisError::Protocol(e.to_string())),
-                single => Ok(vec![
-                    redis::from_redis_value(single).map_err(|e| RedisError::Protocol(e.to_string()))?
-                ]),
-            };
-        }
-        let mut invs = Vec::with_capacity(rkeys.len());
-        for (i, k) in rkeys.iter().enumerate() {
-            let mut inv = script.prepare_invoke();
-            inv.key(k);
-            args(&mut inv, i..i + 1);
-            invs.push(inv);
-        }
-        let answers = self
-            .bounded(|c| async move {
-                let calls: Vec<_> = invs
-                    .into_iter()
-                    .map(|inv| {
-                        let mut c = c.clone();
-                        tokio::spawn(async move { inv.invoke_async::<Value>(&mut c).await })
-                    })
-                    .collect();
-                let mut out = Vec::with_capacity(calls.len());
-                for call in calls {
-                    let answered = call
-                        .await
-                        .map_err(|e| redis::RedisError::from((ErrorKind::Io, "claim task", e.to_string())))?;
-                    out.push(answered?);
-                }
-                Ok(out)
-            })
-            .await?;
-        // Each run answered as for a batch of one: take its single element.
-        answers
-            .into_iter()
-            .map(|v| match v {
-                Value::Array(mut items) if items.len() == 1 => items.pop().unwrap_or(Value::Nil),
-                other => other,
-            })
-            .map(|v| redis::from_redis_value(v).map_err(|e| RedisError::Protocol(e.to_string())))
-            .collect()
-    }
-
-    /// Waits, polling with backoff (20 ms doubling to 500 ms), for another replica's claim
-    /// to end, up to `max_wait`:
-    /// * `Some(Seen)`: the owner committed: a duplicate;
-    /// * `Some(Claimed)`: the claim was released or expired, and this poll took it over in the
-    ///   same atomic step, so this replica now owns the id (commit or release it). Claiming
-    ///   here rather than returning "gone" keeps waiting replicas from racing a second time;
-    /// * `None`: still in flight at `max_wait`.
-    ///
-    /// Each poll is a `try_claim`.
-    pub async fn wait(&self, key: [u8; 16], max_wait: Duration) -> Result<Option<RemoteClaim>, RedisError> {
-        const FIRST: Duration = Duration::from_millis(20);
-        const MAX: Duration = Duration::from_millis(500);
-        let deadline = tokio::time::Instant::now() + max_wait;
-        let mut delay = FIRST;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            tokio::time::sleep(delay.min(left)).await;
-            match self.try_claim(key).await? {
-                RemoteClaim::InFlight => delay = (delay * 2).min(MAX),
-                done => return Ok(Some(done)),
-            }
-        }
-    }
-
     /// Number of dedupe keys (claims included), for the `pushgate_dedupe_keys` gauge.
     ///
     /// * `dedicated_db`: DBSIZE, O(1) (summed over primaries in Cluster);
@@ -661,280 +359,28 @@ impl RedisSeen {
         Ok(None)
     }
 
-    /// Whether Redis answers PING within `timeout` (every primary, in Cluster). For
-    /// /readyz; it also kicks the reconnection while Redis is away.
-    pub async fn healthy(&self) -> bool {
-        self.ping().await.is_ok()
-    }
-
     /// Redis calls made so far (local-cache answers excluded). For tests and diagnostics.
     #[doc(hidden)]
     pub fn round_trips(&self) -> u64 {
         self.inner.round_trips.load(Ordering::Relaxed)
     }
-
-    /// PING, then load the scripts so the first claim is one round trip (after a Redis
-    /// restart EVALSHA answers NOSCRIPT once and the script is loaded again).
-    async fn probe(&self) -> Result<(), RedisError> {
-        self.ping().await?;
-        for script in [&*CLAIM, &*COMMIT, &*RELEASE] {
-            self.bounded(|mut c| async move { script.load_async(&mut c).await })
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), RedisError> {
-        self.run::<()>(&redis::cmd("PING")).await
-    }
-
-    fn redis_key(&self, key: &[u8; 16]) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(self.inner.prefix.len() + 33);
-        s.push_str(&self.inner.prefix);
-        s.push(':');
-        for b in key {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        s
-    }
-
-    async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, RedisError> {
-        self.bounded(|mut c| async move { cmd.query_async(&mut c).await }).await
-    }
-
-    /// Runs one call on a clone of the connection, bounded by `timeout`, errors scrubbed.
-    async fn bounded<T, F, Fut>(&self, call: F) -> Result<T, RedisError>
-    where
-        F: FnOnce(Conn) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
-        let r = match tokio::time::timeout(self.inner.timeout, call(self.inner.conn.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(self.classify(&e)),
-            Err(_) => Err(RedisError::Unavailable(format!(
-                "no answer within {:?}",
-                self.inner.timeout
-            ))),
-        };
-        self.note(&r);
-        r
-    }
-
-    /// Follows whether Redis answers; a change is logged once (WARN away, INFO back).
-    fn note<T>(&self, r: &Result<T, RedisError>) {
-        let up = !matches!(r, Err(RedisError::Unavailable(_)));
-        if self.inner.up.swap(up, Ordering::Relaxed) != up {
-            match r {
-                Err(e) if !up => {
-                    tracing::warn!(error = %e, "redis dedupe is away: ids are checked in this replica's memory only")
-                }
-                _ => tracing::info!("redis dedupe is back"),
-            }
-        }
-    }
-
-    /// Whether the last call to Redis was answered (the `pushgate_dedupe_backend_up` gauge).
-    pub fn is_up(&self) -> bool {
-        self.inner.up.load(Ordering::Relaxed)
-    }
-
-    fn classify(&self, e: &redis::RedisError) -> RedisError {
-        let msg = scrub(&e.to_string(), &self.inner.secrets);
-        match e.kind() {
-            ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => RedisError::Auth(msg),
-            _ if matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM")) => RedisError::Auth(msg),
-            ErrorKind::InvalidClientConfig => RedisError::Config(msg),
-            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => RedisError::Protocol(msg),
-            _ => RedisError::Unavailable(msg),
-        }
-    }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Escapes SCAN MATCH glob characters so a prefix is matched literally.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The user-info part (`user:password`) of each `scheme://user:password@host` in `url`.
-fn userinfo_spans(url: &str) -> Vec<(usize, usize)> {
-    let mut spans = Vec::new();
-    let mut from = 0;
-    while let Some(i) = url[from..].find("://") {
-        let start = from + i + 3;
-        let end_authority = url[start..].find(['/', ',', ' ']).map_or(url.len(), |j| start + j);
-        if let Some(at) = url[start..end_authority].rfind('@') {
-            spans.push((start, start + at));
-        }
-        from = start;
-    }
-    spans
-}
-
-/// Passwords in `url` (raw and percent-decoded), to be scrubbed from messages.
-fn url_passwords(url: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (s, e) in userinfo_spans(url) {
-        let info = &url[s..e];
-        let pw = info.split_once(':').map_or(info, |(_, pw)| pw);
-        if pw.is_empty() {
-            continue;
-        }
-        out.push(pw.to_owned());
-        let decoded = percent_decode(pw);
-        if decoded != pw {
-            out.push(decoded);
-        }
-    }
-    out
-}
-
-/// `url` with every password replaced by `***` (the user name is kept).
-pub fn redact_url(url: &str) -> String {
-    let mut out = String::with_capacity(url.len());
-    let mut last = 0;
-    for (s, e) in userinfo_spans(url) {
-        let info = &url[s..e];
-        out.push_str(&url[last..s]);
-        match info.split_once(':') {
-            Some((user, _)) => {
-                out.push_str(user);
-                out.push_str(":***");
-            }
-            // `redis://secret@host` is read as a password by redis-rs.
-            None => out.push_str("***"),
-        }
-        last = e;
-    }
-    out.push_str(&url[last..]);
-    out
-}
-
-/// Removes known secrets and any URL credentials from a message.
-fn scrub(msg: &str, secrets: &[String]) -> String {
-    let mut out = redact_url(msg);
-    for s in secrets {
-        if !s.is_empty() {
-            out = out.replace(s.as_str(), "***");
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+/// The tests' redis-server launcher, shared with the integration tests (which use all of it).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../../tests/support/redis.rs"]
+mod launcher;
 
 #[cfg(test)]
 mod tests {
+    use super::launcher::{free_port, Redis as Server};
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
+    use std::process::Command;
     use std::time::Instant;
 
-    /// A private redis-server on a free loopback port, SIGKILLed on drop.
-    struct Server {
-        child: Option<Child>,
-        port: u16,
-        dir: tempfile::TempDir,
-        extra: Vec<String>,
-    }
-
-    fn free_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    }
-
-    impl Server {
-        fn start(extra: &[&str]) -> Server {
-            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            Server::start_with(|_, _| extra)
-        }
-
-        /// `extra(port, dir)` gives the arguments added after the defaults.
-        fn start_with(extra: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Server {
-            let port = free_port();
-            let dir = tempfile::tempdir().unwrap();
-            let extra = extra(port, dir.path());
-            let mut s = Server {
-                child: None,
-                port,
-                dir,
-                extra,
-            };
-            s.restart();
-            s
-        }
-
-        fn restart(&mut self) {
-            assert!(self.child.is_none());
-            let child = Command::new("/usr/bin/redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(self.dir.path())
-                .args(&self.extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs");
-            self.child = Some(child);
-            let until = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                assert!(Instant::now() < until, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-
-        /// SIGKILL: the "Redis died" case, no goodbye on the socket.
-        fn kill(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-
-        fn opts(&self) -> RedisOptions {
-            RedisOptions::new(self.url())
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.kill();
-        }
+    fn options(srv: &Server) -> RedisOptions {
+        RedisOptions::new(srv.url())
     }
 
     /// A plain connection for looking at what the module wrote.
@@ -955,8 +401,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commit_makes_a_duplicate_with_its_fingerprint() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(1)).await.unwrap(), RemoteClaim::Claimed);
 
         // The key is `{prefix}:{hex}` holding our claim, bounded by claim_ttl.
@@ -971,7 +417,7 @@ mod tests {
         let v: String = redis::cmd("GET").arg(name).query_async(&mut r).await.unwrap();
         assert_eq!(v, "seen:0123456789abcdef");
 
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         let got = b.claim_batch(&[k(1), k(2)]).await.unwrap();
         assert!(
             matches!(got[0], Answer::Seen { fingerprint: 0x0123_4567_89ab_cdef, left } if left > Duration::from_secs(3600)),
@@ -997,8 +443,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thousand_claims_take_one_script_run() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let keys: Vec<[u8; 16]> = (0..1000u32)
             .map(|i| {
                 let mut key = [0u8; 16];
@@ -1027,8 +473,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn release_makes_the_id_claimable_again() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::Claimed);
         assert_eq!(a.try_claim(k(2)).await.unwrap(), RemoteClaim::InFlight);
         a.release(k(2)).await.unwrap();
@@ -1037,9 +483,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fifty_concurrent_claims_across_two_replicas_give_one_owner() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         for round in 0..5u8 {
             let start = Arc::new(tokio::sync::Barrier::new(50));
             let tasks: Vec<_> = (0..50)
@@ -1066,9 +512,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_replica_sees_the_commit() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(3)).await.unwrap(), RemoteClaim::Claimed);
         assert_eq!(b.try_claim(k(3)).await.unwrap(), RemoteClaim::InFlight);
 
@@ -1086,9 +532,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_waiting_replica_takes_over_a_released_claim() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(4)).await.unwrap(), RemoteClaim::Claimed);
         let waiter = {
             let b = b.clone();
@@ -1108,9 +554,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn wait_times_out_while_the_claim_is_held() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(5)).await.unwrap(), RemoteClaim::Claimed);
         let t = Instant::now();
         assert_eq!(b.wait(k(5), Duration::from_millis(300)).await.unwrap(), None);
@@ -1120,10 +566,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_expired_claim_of_a_dead_replica_frees_the_id() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let opts = RedisOptions {
             claim_ttl: Duration::from_millis(300),
-            ..srv.opts()
+            ..options(&srv)
         };
         let dead = RedisSeen::connect(opts.clone()).await.unwrap();
         let b = RedisSeen::connect(opts).await.unwrap();
@@ -1138,10 +584,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_id_is_forgotten_after_ttl_in_redis_and_in_the_local_memory() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let opts = RedisOptions {
             ttl: Duration::from_millis(600),
-            ..srv.opts()
+            ..options(&srv)
         };
         let a = RedisSeen::connect(opts.clone()).await.unwrap();
         assert_eq!(a.try_claim(k(7)).await.unwrap(), RemoteClaim::Claimed);
@@ -1155,23 +601,23 @@ mod tests {
             key: super::super::Key(k(7)),
             fingerprint: 1,
         };
-        let seen = |s: &[super::super::Slot]| matches!(s, [super::super::Slot::Seen]);
+        let seen = |s: &[super::super::Claim]| matches!(s, [super::super::Claim::Seen]);
         assert!(seen(&b.claim_all(&[want]).await.unwrap()));
         let before = b.round_trips().unwrap();
         assert!(seen(&b.claim_all(&[want]).await.unwrap()));
         assert_eq!(b.round_trips().unwrap(), before, "a known duplicate does not ask redis");
         tokio::time::sleep(Duration::from_millis(450)).await;
         let slots = b.claim_all(&[want]).await.unwrap();
-        assert!(matches!(slots[..], [super::super::Slot::New(_)]));
+        assert!(matches!(slots[..], [super::super::Claim::New(_)]));
         assert_eq!(b.round_trips().unwrap(), before + 1, "the memory forgot it with redis");
         drop(slots);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn release_never_deletes_another_owner_nor_a_seen_mark() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(8)).await.unwrap(), RemoteClaim::Claimed);
         b.release(k(8)).await.unwrap();
         assert_eq!(b.try_claim(k(8)).await.unwrap(), RemoteClaim::InFlight);
@@ -1182,8 +628,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_foreign_value_under_our_key_is_an_error_not_an_answer() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let mut r = raw(&srv.url()).await;
         let _: () = redis::cmd("SET")
             .arg(format!("pushgate:dedupe:ab{}09", "0".repeat(28)))
@@ -1196,8 +642,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dead_redis_fails_fast_and_a_restarted_one_is_used_again() {
-        let mut srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let mut srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         assert_eq!(a.try_claim(k(10)).await.unwrap(), RemoteClaim::Claimed);
         assert!(a.healthy().await);
 
@@ -1248,15 +694,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_hung_redis_becomes_unavailable_within_the_timeout() {
-        let srv = Server::start(&[]);
+        let srv = Server::start();
         let a = RedisSeen::connect(RedisOptions {
             timeout: Duration::from_millis(300),
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
         assert!(a.healthy().await);
-        let pid = srv.child.as_ref().unwrap().id().to_string();
+        let pid = srv.pid().unwrap().to_string();
         let stop = |sig: &str| assert!(Command::new("kill").args([sig, &pid]).status().unwrap().success());
         stop("-STOP");
         let t = Instant::now();
@@ -1268,7 +714,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn auth_works_and_a_wrong_password_is_never_printed() {
-        let srv = Server::start(&["--requirepass", "s3cr3t-Pw"]);
+        let srv = Server::start_args(&["--requirepass", "s3cr3t-Pw"]);
         let url = |pw: &str| format!("redis://default:{pw}@127.0.0.1:{}/0", srv.port);
 
         let a = RedisSeen::connect(RedisOptions::new(url("s3cr3t-Pw"))).await.unwrap();
@@ -1293,17 +739,17 @@ mod tests {
         assert!(!shown.contains("Wr0ng"), "{shown}");
 
         // No password at all: refused the same way.
-        let err = RedisSeen::connect(srv.opts()).await.unwrap_err();
+        let err = RedisSeen::connect(options(&srv)).await.unwrap_err();
         assert!(matches!(err, RedisError::Auth(_)), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn approx_len_counts_only_our_prefix() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let other = RedisSeen::connect(RedisOptions {
             prefix: "pushgate:staging:dedupe".into(),
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
@@ -1319,7 +765,7 @@ mod tests {
         assert_eq!(other.approx_len().await, Some(1));
         let dedicated = RedisSeen::connect(RedisOptions {
             dedicated_db: true,
-            ..srv.opts()
+            ..options(&srv)
         })
         .await
         .unwrap();
@@ -1328,7 +774,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_cluster_is_spoken_too() {
-        let srv = Server::start(&["--cluster-enabled", "yes"]);
+        let srv = Server::start_args(&["--cluster-enabled", "yes"]);
         let mut r = raw(&srv.url()).await;
         let _: () = redis::cmd("CLUSTER")
             .arg("ADDSLOTSRANGE")
@@ -1442,13 +888,13 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out s
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     #[ignore]
     async fn latency() {
-        let srv = Server::start(&[]);
-        let a = RedisSeen::connect(srv.opts()).await.unwrap();
+        let srv = Server::start();
+        let a = RedisSeen::connect(options(&srv)).await.unwrap();
         let n = 2_000u32;
         let mut claim_commit = Vec::with_capacity(n as usize);
         let mut dup_remote = Vec::with_capacity(n as usize);
         let mut dup_local = Vec::with_capacity(n as usize);
-        let b = RedisSeen::connect(srv.opts()).await.unwrap();
+        let b = RedisSeen::connect(options(&srv)).await.unwrap();
         for i in 0..n {
             let mut key = [0u8; 16];
             key[..4].copy_from_slice(&i.to_be_bytes());

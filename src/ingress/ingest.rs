@@ -1,7 +1,8 @@
 //! The one Pingora handler. It answers every request itself (nothing is proxied as is) by
-//! running the stages in SPEC §4's order, each a plain function elsewhere:
-//! route → method → identity and secret → body → decode → accept. One log line and the
-//! request metrics are emitted together in `logging`, so they cannot disagree.
+//! running the stages in SPEC §4's order, each a plain function elsewhere returning
+//! `Result<_, Refusal>`: route → method → identity and secret → body → decode → accept; a
+//! refusal becomes its answer in one table ([`crate::ingress::refusal`]). One log line and the request
+//! metrics are emitted together in `logging`, so they cannot disagree.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,15 +12,16 @@ use bytes::Bytes;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::accept::{accept, quarantine, EventTally, Notification};
-use crate::checks::Denied;
-use crate::forward::forwardable_headers;
-use crate::identity::ClientIdentity;
-use crate::metrics::NO_ROUTE;
+use crate::forward::app_headers;
+use crate::ingress::accept::{accept, quarantine, EventTally, Notification};
+use crate::ingress::refusal::Refusal;
+use crate::ingress::reply::{Outcome, Reply};
+use crate::ingress::route::Route;
+use crate::listener::identity::ClientIdentity;
+use crate::names::RouteName;
+use crate::ops::metrics::NO_ROUTE;
 use crate::profile::extract;
 use crate::redact;
-use crate::reply::{Outcome, Reply};
-use crate::route::{Route, RouteName};
 use crate::shared::Shared;
 
 pub struct Ingest {
@@ -67,26 +69,26 @@ impl ProxyHttp for Ingest {
 
     async fn request_filter(&self, session: &mut Session, log: &mut RequestLog) -> pingora::Result<bool> {
         log.started = Instant::now();
-        crate::conn::header_received();
+        crate::listener::conn::header_received();
         // Requests sent back to back on one connection are answered in order, not dropped:
         // every request's body is read to its end or the connection is closed (Reply::close),
         // so the bytes after a body are always the next request's.
         session.set_pipelining_enabled(true);
-        let reply = self.handle(session, log).await;
+        let reply = self.handle(session, log).await.unwrap_or_else(Refusal::reply);
         log.status = reply.status;
         log.outcome = Some(reply.outcome);
         log.reason = reply.reason.clone();
         reply.send(session).await?;
         log.answered_in = Some(log.started.elapsed());
         if reply.lingers() {
-            let lingered = crate::body::linger(session).await;
+            let lingered = crate::ingress::body::linger(session).await;
             tracing::debug!(target: "pushgate::request", bytes = lingered.bytes, complete = lingered.complete, "lingering close");
         }
         Ok(true)
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&pingora::Error>, log: &mut RequestLog) {
-        crate::conn::request_done();
+        crate::listener::conn::request_done();
         let route = log.route.as_ref().map_or(NO_ROUTE, |r| r.as_str());
         let outcome = log.outcome.map_or("error", Outcome::as_str);
         let took = log.answered_in.unwrap_or_else(|| log.started.elapsed());
@@ -137,7 +139,7 @@ impl ProxyHttp for Ingest {
 }
 
 impl Ingest {
-    async fn handle(&self, session: &mut Session, log: &mut RequestLog) -> Reply {
+    async fn handle(&self, session: &mut Session, log: &mut RequestLog) -> Result<Reply, Refusal> {
         let received_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -149,23 +151,18 @@ impl Ingest {
 
         // 1. route, 2. method
         let routes = self.shared.routes();
-        let Some(route) = routes.find(session.req_header().uri.path()).cloned() else {
-            return Reply::refuse(404, Outcome::NotFound);
-        };
+        let route = routes
+            .find(session.req_header().uri.path())
+            .cloned()
+            .ok_or(Refusal::NotFound)?;
         log.route = Some(route.name.clone());
         if session.req_header().method != http::Method::POST {
-            let mut r = Reply::refuse(405, Outcome::RejectedMethod);
-            r.allow = Some("POST");
-            return r;
+            return Err(Refusal::Method);
         }
 
         // 3. identity (403), then the secret (401)
         let headers = &session.req_header().headers;
-        match route.auth.check(identity, headers) {
-            Err(Denied::Identity) => return Reply::refuse(403, Outcome::RejectedDn),
-            Err(Denied::Secret) => return Reply::refuse(401, Outcome::RejectedSecret),
-            Ok(()) => {}
-        }
+        route.auth.check(identity, headers)?;
         if let Some(attempt) = headers
             .get("x-notification-attempt")
             .and_then(|v| v.to_str().ok())
@@ -179,14 +176,11 @@ impl Ingest {
         }
 
         // 4. the body, bounded in size and time
-        let body = match crate::body::read(session, route.max_body, route.read_timeout).await {
-            Ok(b) => b,
-            Err(reply) => return reply,
-        };
+        let body = crate::ingress::body::read(session, route.max_body, route.read_timeout).await?;
 
         // 5. what it says: decrypted first where the route holds keys (the id is under the cipher)
         let headers = &session.req_header().headers;
-        let mut forwarded = forwardable_headers(headers, route.auth.secret().map(|s| s.header()));
+        let secret_header = route.auth.secret().map(|s| s.header());
         let understood = decrypt(&route, body.clone(), headers).and_then(|(plain, typ)| {
             extract(&route.profile.spec, &plain, headers)
                 .map(|x| (x, typ))
@@ -196,7 +190,8 @@ impl Ingest {
             Ok(x) => x,
             Err(reason) => {
                 // The raw body as received, so a replay after a fix sees exactly what came.
-                return quarantine(
+                let forwarded = app_headers(headers, secret_header, None);
+                return Err(quarantine(
                     &self.shared,
                     &route,
                     log.client_dn.clone(),
@@ -205,14 +200,11 @@ impl Ingest {
                     body,
                     reason,
                 )
-                .await;
+                .await);
             }
         };
-        if let Some(content_type) = decrypted_type {
-            // The app gets the plaintext, typed as the JWE's `cty` said.
-            forwarded.retain(|(name, _)| name != "content-type" && name != "x-encrypted");
-            forwarded.push(("content-type".into(), content_type));
-        }
+        // The app gets the plaintext, typed as the JWE's `cty` said.
+        let forwarded = app_headers(headers, secret_header, decrypted_type);
 
         // 6. dedupe and make it safe
         let n = Notification {

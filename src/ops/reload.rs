@@ -13,39 +13,49 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::config::Config;
-use crate::route::Routes;
+use crate::boot::config::{Admin, Config, DedupeSettings, LogSettings, ServerSettings, Storage};
+use crate::ingress::route::Routes;
+use crate::listener::tls::{self, LiveTls};
 use crate::shared::Shared;
-use crate::tls::{self, LiveTls};
 
 /// What a reload cannot change (it needs a restart or an upgrade), remembered from start-up
-/// as `(key, value)` pairs so a change can be named in the warning.
+/// as the typed settings, so a change is seen whatever its printed form (a new admin token of
+/// the same length, a new Redis password: both print redacted) and can be named in the warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fixed(Vec<(&'static str, String)>);
+pub struct Fixed {
+    listen_addr: String,
+    admin: Admin,
+    storage: Storage,
+    dedupe: DedupeSettings,
+    server: ServerSettings,
+    log: LogSettings,
+}
 
 impl Fixed {
     pub fn of(c: &Config) -> Fixed {
-        Fixed(vec![
-            ("listen.addr", c.listen.addr.clone()),
-            ("admin", format!("{:?}", (&c.admin.addr, &c.admin.token))),
-            ("storage", format!("{:?}", (&c.storage.path, c.storage.retention))),
-            (
-                "dedupe",
-                format!("{:?}", (&c.dedupe.backend, c.dedupe.ttl, c.dedupe.max_entries)),
-            ),
-            ("server", format!("{:?}", c.server)),
-            ("log", format!("{:?}", (c.log.format, &c.log.level))),
-        ])
+        Fixed {
+            listen_addr: c.listen.addr.clone(),
+            admin: c.admin.clone(),
+            storage: c.storage.clone(),
+            dedupe: c.dedupe.clone(),
+            server: c.server.clone(),
+            log: c.log.clone(),
+        }
     }
 
     /// The keys whose value differs.
     fn changed(&self, other: &Fixed) -> Vec<&'static str> {
-        self.0
-            .iter()
-            .zip(&other.0)
-            .filter(|(a, b)| a.1 != b.1)
-            .map(|(a, _)| a.0)
-            .collect()
+        [
+            ("listen.addr", self.listen_addr != other.listen_addr),
+            ("admin", self.admin != other.admin),
+            ("storage", self.storage != other.storage),
+            ("dedupe", self.dedupe != other.dedupe),
+            ("server", self.server != other.server),
+            ("log", self.log != other.log),
+        ]
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect()
     }
 }
 
@@ -76,7 +86,8 @@ impl Reloader {
         // Reading files and parsing keys is blocking work.
         let loaded = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(|e| e.to_string())?;
-            let material = tls::load(&config.listen).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
+            let material =
+                tls::load(&config.listen.tls).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
             Ok::<_, String>((config, material))
         })
         .await
@@ -127,5 +138,77 @@ impl BackgroundService for SighupService {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::boot::config::{DedupeBackend, LogFormat};
+    use crate::secret::Secret;
+
+    fn fixed(token: &str) -> Fixed {
+        Fixed {
+            listen_addr: "127.0.0.1:8443".into(),
+            admin: Admin {
+                addr: Some("127.0.0.1:9090".into()),
+                token: Some(Secret::new(token.as_bytes().to_vec())),
+            },
+            storage: Storage {
+                path: "/var/lib/pushgate".into(),
+                retention: Duration::from_secs(3600),
+            },
+            dedupe: DedupeSettings {
+                backend: DedupeBackend::Memory,
+                ttl: Duration::from_secs(60),
+                max_entries: 10,
+            },
+            server: ServerSettings {
+                threads: 2,
+                grace_period: Duration::from_secs(5),
+                graceful_shutdown_timeout: Duration::from_secs(5),
+                pid_file: None,
+                upgrade_sock: None,
+                daemon: false,
+                error_log: None,
+                user: None,
+                group: None,
+            },
+            log: LogSettings {
+                format: LogFormat::Text,
+                level: "info".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_new_admin_token_of_the_same_length_is_a_change() {
+        let before = fixed("token-aaaaaaaa");
+        assert!(before.changed(&fixed("token-aaaaaaaa")).is_empty());
+        assert_eq!(before.changed(&fixed("token-bbbbbbbb")), vec!["admin"]);
+    }
+
+    #[test]
+    fn each_changed_setting_is_named() {
+        let before = fixed("t");
+        let mut after = fixed("t");
+        after.listen_addr = "127.0.0.1:9443".into();
+        after.log.level = "debug".into();
+        after.dedupe.backend = DedupeBackend::Redis {
+            options: crate::dedupe::RedisOptions::new("redis://127.0.0.1:6379"),
+            when_unavailable: crate::dedupe::WhenUnavailable::Accept,
+        };
+        assert_eq!(before.changed(&after), vec!["listen.addr", "dedupe", "log"]);
+        let mut password = after.clone();
+        if let DedupeBackend::Redis { options, .. } = &mut password.dedupe.backend {
+            options.url = "redis://:other@127.0.0.1:6379".into();
+        }
+        assert_eq!(
+            after.changed(&password),
+            vec!["dedupe"],
+            "a Redis password prints redacted"
+        );
     }
 }

@@ -10,17 +10,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::dedupe::{ClaimGuard, Key, Slot, Want};
-use crate::forward::{Delivery, SendError};
+use crate::dedupe::{Claim, ClaimGuard, Key, Want};
+use crate::forward::{Delivery, Flags, SendError};
+use crate::ingress::refusal::Refusal;
+use crate::ingress::reply::{Outcome, Reply};
+use crate::ingress::route::{AckMode, OnConflict, Route};
 use crate::profile::{AnswerBody, Event, Extracted, IdSource};
 use crate::redact;
-use crate::reply::{Outcome, Reply};
-use crate::route::{AckMode, OnConflict, Route};
 use crate::shared::Shared;
-use crate::spool::NewDelivery;
 
-/// What a sender is told to wait when storage cannot write.
-pub const STORAGE_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// How long a request waits for the store to open (only during a `-u` takeover, while the old
 /// process finishes its grace period, or a `-d` start).
 const STORE_WAIT: Duration = Duration::from_secs(30);
@@ -48,9 +46,9 @@ pub struct EventTally {
 }
 
 /// Header naming, for each event the app receives, the content its id was first seen with.
-pub const CONFLICT_HEADER: &str = "x-pushgate-conflict";
+pub use crate::forward::CONFLICT_HEADER;
 
-pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Reply {
+pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) -> Result<Reply, Refusal> {
     let events = &n.extracted.events;
     tally.ids = events.iter().map(|e| e.id.to_string()).collect();
     tally.missing_id = events.iter().filter(|e| e.id_source == IdSource::Hash).count() as u64;
@@ -58,7 +56,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     // The store first: until it is open (only during a -u takeover or a -d start) the
     // duplicate memory has not been rebuilt from it, so no claim can be trusted yet.
     let Some(spool) = shared.store.within(STORE_WAIT).await else {
-        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+        return Err(Refusal::Unavailable("storage is not open yet".into()));
     };
     let wants: Vec<Want> = events
         .iter()
@@ -72,7 +70,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         Err(e) => {
             // Policy `refuse`: nothing is stored unchecked; the sender retries later.
             shared.metrics.dedupe_unavailable.with_label_values(&["refuse"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(e.to_string());
+            return Err(Refusal::Unavailable(e.to_string()));
         }
     };
     // Taken events: delivered (`fresh`, each with the first fingerprint if it conflicts) or
@@ -83,9 +81,9 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     let mut unchecked = 0u64;
     for (event, slot) in events.iter().zip(slots) {
         let (guard, first) = match slot {
-            Slot::Seen => continue,
-            Slot::New(g) => (g, None),
-            Slot::Conflict { guard, first } => (guard, Some(first)),
+            Claim::Seen => continue,
+            Claim::New(g) => (g, None),
+            Claim::Conflict { guard, first } => (guard, Some(first)),
         };
         if guard.unchecked() {
             unchecked += 1;
@@ -109,7 +107,7 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
     }
     tally.new = fresh.iter().filter(|(_, first)| first.is_none()).count() as u64;
     tally.duplicate = events.len() as u64 - tally.new - tally.conflict;
-    let mut headers = n.headers;
+    let mut flags = Flags::default();
     if unchecked > 0 {
         // Policy `accept`: better a duplicate the app can drop by X-Pushgate-Event-Id than a
         // notification refused while the shared memory is away. Flagged and counted.
@@ -118,31 +116,21 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             .dedupe_unavailable
             .with_label_values(&["accept"])
             .inc_by(unchecked);
-        headers.push(("x-pushgate-dedupe".into(), "unchecked".into()));
+        flags.unchecked = true;
     }
 
     let (status, content_type, body) = n.route.profile.answer.render(events);
     let own_answer = |outcome| Reply::answer(status, outcome, content_type.map(str::to_string), body.clone());
     if !held.is_empty() {
         // Quarantined conflicts are safe once stored, whatever happens to the others.
-        let stored = spool
-            .append(new_delivery(
-                &n.route,
-                &n.client_dn,
-                n.received_at_ms,
-                &headers,
-                &held,
-                n.extracted.batch,
-                true,
-            ))
-            .await;
+        let stored = spool.append(record(&n, flags, &held, true)).await;
         if let Err(e) = stored {
             shared.dedupe.release_all(held_guards);
             shared.dedupe.release_all(guards);
             tally.new = 0;
             tally.conflict = 0;
             shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+            return Err(Refusal::Unavailable(format!("storage: {e}")));
         }
         shared.dedupe.commit_all(held_guards);
     }
@@ -152,10 +140,10 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
         } else {
             Outcome::Duplicate
         };
-        return own_answer(outcome);
+        return Ok(own_answer(outcome));
     }
 
-    // The out-of-date status guard (src/stale.rs): a status older than one already accepted for
+    // The out-of-date status guard (src/ingress/stale.rs): a status older than one already accepted for
     // its transaction is flagged, or held when the route says `on_stale: quarantine`.
     let fresh_events: Vec<&Event> = fresh.iter().map(|(e, _)| *e).collect();
     let stale = match shared.stale.judge(spool, &n.route, &fresh_events).await {
@@ -164,38 +152,19 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.storage_errors.with_label_values(&["stale"]).inc();
-            return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"));
+            return Err(Refusal::Unavailable(format!("storage: {e}")));
         }
     };
     let hold = stale.stale
         && n.route
             .stale
             .as_ref()
-            .is_some_and(|g| g.on_stale == crate::stale::OnStale::Quarantine);
-    if stale.stale {
-        headers.push((crate::stale::HEADER.into(), "true".into()));
-    }
-
-    let mut stored = new_delivery(
-        &n.route,
-        &n.client_dn,
-        n.received_at_ms,
-        &headers,
-        &fresh,
-        n.extracted.batch,
-        false,
-    );
+            .is_some_and(|g| g.on_stale == crate::ingress::stale::OnStale::Quarantine);
+    flags.stale = stale.stale;
+    let mut delivery = record(&n, flags, &fresh, false);
     if hold {
-        stored.quarantine_reason = Some("stale: a newer status of this transaction was accepted".into());
+        delivery.quarantine_reason = Some("stale: a newer status of this transaction was accepted".into());
     }
-    let delivery = Delivery {
-        route: stored.route.clone(),
-        event_ids: stored.event_ids.clone(),
-        client_dn: stored.client_dn.clone(),
-        received_at_ms: stored.received_at_ms,
-        headers: stored.headers.clone(),
-        body: stored.body.clone(),
-    };
 
     // A held status is stored quarantined, whatever the route's ack: the sender gets its 200.
     match if hold { AckMode::Spool } else { n.route.ack } {
@@ -205,64 +174,54 @@ pub async fn accept(shared: &Shared, n: Notification, tally: &mut EventTally) ->
             let own =
                 matches!(n.route.profile.answer.body, AnswerBody::PerEvent(_)).then(|| own_answer(Outcome::Accepted));
             let reply = deliver_now(shared, &n.route, &delivery, guards, tally, own).await;
-            if reply.outcome == Outcome::Accepted {
+            if reply.is_ok() {
                 shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
             }
             reply
         }
         AckMode::Spool => {
-            let ordering_key = stored.ordering_key.clone();
-            match spool.append(stored).await {
+            match spool.append(delivery.clone()).await {
                 Ok(seq) => {
                     // Durable (fsync'd): only now are the ids seen, and only then is the sender told.
                     shared.dedupe.commit_all(guards);
                     shared.stale.taken(shared, &n.route, stale, delivery.received_at_ms);
                     if !hold {
+                        let ordering_key = delivery.ordering_key.clone();
                         shared.forwarder().stored(seq, ordering_key, delivery);
                     }
-                    own_answer(Outcome::Accepted)
+                    Ok(own_answer(Outcome::Accepted))
                 }
                 Err(e) => {
                     shared.dedupe.release_all(guards); // nothing marked seen: the retry is taken afresh
                     tally.new = 0;
                     shared.metrics.storage_errors.with_label_values(&["append"]).inc();
-                    Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
+                    Err(Refusal::Unavailable(format!("storage: {e}")))
                 }
             }
         }
     }
 }
 
-/// What the spool keeps for taken events: their ids and fingerprints, and a body and headers
-/// the app can be given as they are. Conflicting events are flagged with [`CONFLICT_HEADER`]:
-/// one entry per event, in body order, `first-fingerprint=<16 hex>` or `-`.
-fn new_delivery(
-    route: &Route,
-    client_dn: &Option<String>,
-    received_at_ms: u64,
-    headers: &[(String, String)],
-    taken: &[(&Event, Option<u64>)],
-    batch: bool,
-    quarantined: bool,
-) -> NewDelivery {
-    let mut headers = headers.to_vec();
-    if taken.iter().any(|(_, first)| first.is_some()) {
-        let marks: Vec<String> = taken
-            .iter()
-            .map(|(_, first)| first.map_or("-".into(), |f| format!("first-fingerprint={f:016x}")))
-            .collect();
-        headers.push((CONFLICT_HEADER.into(), marks.join(",")));
+/// The one record of taken events: their ids and fingerprints, and a body and headers the
+/// app can be given as they are (conflicting events flagged with [`CONFLICT_HEADER`]).
+fn record(n: &Notification, flags: Flags<'_>, taken: &[(&Event, Option<u64>)], quarantined: bool) -> Delivery {
+    let mut headers = n.headers.clone();
+    let conflicts: Vec<Option<u64>> = taken.iter().map(|(_, first)| *first).collect();
+    Flags {
+        conflicts: &conflicts,
+        ..flags
     }
+    .apply(&mut headers);
     let events: Vec<&Event> = taken.iter().map(|(e, _)| *e).collect();
-    NewDelivery {
-        route: route.name.to_string(),
+    Delivery {
+        route: n.route.name.to_string(),
         event_ids: events.iter().map(|e| e.id.to_string()).collect(),
         fingerprints: events.iter().map(|e| e.fingerprint).collect(),
         ordering_key: events.iter().find_map(|e| e.ordering_key.clone()),
-        received_at_ms,
-        client_dn: client_dn.clone(),
+        received_at_ms: n.received_at_ms,
+        client_dn: n.client_dn.clone(),
         headers,
-        body: app_body(&events, batch),
+        body: app_body(&events, n.extracted.batch),
         quarantine_reason: quarantined
             .then(|| "id conflict: the id was seen before with other content (on_conflict: quarantine)".into()),
     }
@@ -287,8 +246,8 @@ fn log_conflict(route: &Route, event: &Event, first: u64) {
 }
 
 /// Keeps a body an authenticated sender sent that could not be understood, so nothing is
-/// lost: it is listed and can be replayed once the cause is fixed. The sender gets 400 if it
-/// is stored, 503 (retry) if even that fails.
+/// lost: it is listed and can be replayed once the cause is fixed. The sender is refused either
+/// way: `Quarantined` (400) if it is stored, `Unavailable` (503, retry) if even that fails.
 pub async fn quarantine(
     shared: &Shared,
     route: &Route,
@@ -297,12 +256,12 @@ pub async fn quarantine(
     headers: Vec<(String, String)>,
     body: Bytes,
     reason: String,
-) -> Reply {
+) -> Refusal {
     let Some(spool) = shared.store.within(STORE_WAIT).await else {
-        return Reply::unavailable(STORAGE_RETRY_AFTER).with_reason("storage is not open yet");
+        return Refusal::Unavailable("storage is not open yet".into());
     };
     let stored = spool
-        .append(NewDelivery {
+        .append(Delivery {
             route: route.name.to_string(),
             event_ids: vec![],
             fingerprints: vec![],
@@ -321,13 +280,11 @@ pub async fn quarantine(
                 .events
                 .with_label_values(&[route.name.as_str(), "quarantined"])
                 .inc();
-            let mut r = Reply::refuse(400, Outcome::RejectedBody).with_reason(reason);
-            r.close = false;
-            r
+            Refusal::Quarantined(reason)
         }
         Err(e) => {
             shared.metrics.storage_errors.with_label_values(&["quarantine"]).inc();
-            Reply::unavailable(STORAGE_RETRY_AFTER).with_reason(format!("storage: {e}"))
+            Refusal::Unavailable(format!("storage: {e}"))
         }
     }
 }
@@ -340,7 +297,7 @@ async fn deliver_now(
     guards: Vec<ClaimGuard>,
     tally: &mut EventTally,
     own_answer: Option<Reply>,
-) -> Reply {
+) -> Result<Reply, Refusal> {
     let started = std::time::Instant::now();
     let result = shared.client.send(&route.upstream, delivery, 1).await;
     let name = route.name.as_str();
@@ -354,23 +311,28 @@ async fn deliver_now(
             // Delivered: only now are the ids seen.
             shared.dedupe.commit_all(guards);
             shared.metrics.forward.with_label_values(&[name, "delivered"]).inc();
-            own_answer.unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body))
+            Ok(own_answer
+                .unwrap_or_else(|| Reply::answer(resp.status, Outcome::Accepted, resp.content_type, resp.body)))
         }
         Ok(resp) => {
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
-            let mut reply = Reply::answer(resp.status, Outcome::Unavailable, resp.content_type, resp.body)
-                .with_reason(format!("app answered {}", resp.status));
-            reply.retry_after = resp.retry_after;
-            reply
+            Err(Refusal::AppRefused {
+                status: resp.status,
+                content_type: resp.content_type,
+                body: resp.body,
+                retry_after: resp.retry_after,
+            })
         }
         Err(e) => {
             shared.dedupe.release_all(guards);
             tally.new = 0;
             shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
-            let status = if matches!(e, SendError::Timeout(_)) { 504 } else { 502 };
-            Reply::answer(status, Outcome::Unavailable, None, Bytes::new()).with_reason(e.to_string())
+            Err(Refusal::AppUnreachable {
+                timed_out: matches!(e, SendError::Timeout(_)),
+                reason: e.to_string(),
+            })
         }
     }
 }

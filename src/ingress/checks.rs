@@ -3,8 +3,8 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
-use crate::identity::{ClientDn, ClientIdentity};
+use crate::listener::identity::{ClientDn, ClientIdentity};
+use crate::secret::Secret;
 
 /// Why a request was refused before its body was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +13,15 @@ pub enum Denied {
     Identity,
     /// Secret header missing, repeated or wrong. 401.
     Secret,
+}
+
+impl From<Denied> for crate::ingress::refusal::Refusal {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Identity => crate::ingress::refusal::Refusal::Identity,
+            Denied::Secret => crate::ingress::refusal::Refusal::Secret,
+        }
+    }
 }
 
 /// A secret header and the values it may carry (several, so a secret can rotate without downtime).

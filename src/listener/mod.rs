@@ -1,0 +1,8 @@
+//! Where a notification arrives: the TLS handshake and the client certificate ([`tls`], its
+//! files [`tls_files`]), the sender's canonical DN and pin ([`identity`]), and the connection
+//! cap and header deadlines ([`conn`]).
+
+pub mod tls_files;
+pub mod tls;
+pub mod identity;
+pub mod conn;
