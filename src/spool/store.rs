@@ -17,7 +17,7 @@ use super::index::{Entry, Index, SegNo, Segment};
 use super::model::{ListQuery, Meta, NewDelivery, Page, SeenId, Seq, SpoolOptions, State, Stats};
 use super::ops::{Change, Chunk};
 use super::summary::{self, Summary};
-use super::writer::{Cmd, Reply, Shared, Writer};
+use super::writer::{Cmd, Responder, StoreState, Writer};
 use super::{migrate, segment};
 
 /// The file a release before the segment log kept everything in; migrated on first start.
@@ -34,7 +34,7 @@ pub struct Spool {
 
 struct Inner {
     tx: Option<mpsc::Sender<Cmd>>,
-    shared: Arc<Shared>,
+    shared: Arc<StoreState>,
     thread: Mutex<Option<JoinHandle<()>>>,
     opts: SpoolOptions,
     dir: std::path::PathBuf,
@@ -101,7 +101,7 @@ impl Spool {
                 (no, pos)
             }
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(StoreState::default());
         shared.damaged.store(d.records, Ordering::Relaxed);
         *shared.index.write().unwrap_or_else(PoisonError::into_inner) = index;
         let (tx, rx) = mpsc::channel();
@@ -130,7 +130,7 @@ impl Spool {
         })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StorageError> {
+    async fn call<T>(&self, make: impl FnOnce(Responder<T>) -> Cmd) -> Result<T, StorageError> {
         let (reply, answer) = oneshot::channel();
         let tx = self.inner.tx.as_ref().ok_or(StorageError::Closed)?;
         tx.send(make(reply)).map_err(|_| StorageError::Closed)?;
@@ -231,7 +231,7 @@ impl Spool {
     async fn sweep<C>(
         &self,
         mut after: Option<C>,
-        make: impl Fn(Option<C>, usize, Reply<Chunk<C>>) -> Cmd,
+        make: impl Fn(Option<C>, usize, Responder<Chunk<C>>) -> Cmd,
     ) -> Result<u64, StorageError> {
         let mut total = 0;
         loop {

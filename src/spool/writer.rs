@@ -58,37 +58,37 @@ const COPY_STEP: u64 = 256 << 10;
 /// Maintenance runs at least this often under load (and whenever the queue is empty).
 const MAINTAIN_EVERY: Duration = Duration::from_millis(50);
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, StorageError>>;
+pub(crate) type Responder<T> = oneshot::Sender<Result<T, StorageError>>;
 
 pub(crate) enum Cmd {
-    Append(NewDelivery, Reply<Seq>),
-    Change(Seq, Change, Reply<bool>),
+    Append(NewDelivery, Responder<Seq>),
+    Change(Seq, Change, Responder<bool>),
     Purge {
         route: Option<String>,
         state: State,
         after: Option<Seq>,
         limit: usize,
-        reply: Reply<Chunk<Seq>>,
+        reply: Responder<Chunk<Seq>>,
     },
     ReplayDead {
         route: String,
         after: Option<Seq>,
         limit: usize,
-        reply: Reply<Chunk<Seq>>,
+        reply: Responder<Chunk<Seq>>,
     },
     Compact {
         cutoff_ms: u64,
         after: Option<(u64, Seq)>,
         limit: usize,
-        reply: Reply<Chunk<(u64, Seq)>>,
+        reply: Responder<Chunk<(u64, Seq)>>,
     },
-    Probe(Reply<()>),
-    Close(Reply<()>),
+    Probe(Responder<()>),
+    Close(Responder<()>),
 }
 
 /// State the writer shares with the read side of [`super::Spool`].
 #[derive(Default)]
-pub(crate) struct Shared {
+pub(crate) struct StoreState {
     pub index: RwLock<Index>,
     pub closed: AtomicBool,
     pub commits: AtomicU64,
@@ -99,7 +99,7 @@ pub(crate) struct Shared {
     pub fail_writes: AtomicBool,
 }
 
-impl Shared {
+impl StoreState {
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, Index>, StorageError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
@@ -115,7 +115,7 @@ impl Shared {
 /// Sends the operation's own result once the batch is written, or the write's error.
 type Finish = Box<dyn FnOnce(Result<(), &StorageError>) + Send>;
 
-fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T, StorageError>) -> Finish {
+fn finish<T: Send + 'static>(reply: Responder<T>, result: Result<T, StorageError>) -> Finish {
     Box::new(move |written| {
         // A caller that stopped waiting (cancelled request) is not an error.
         let _ = reply.send(written.map_err(Clone::clone).and(result));
@@ -174,7 +174,7 @@ struct Active {
 
 pub(crate) struct Writer {
     rx: Receiver<Cmd>,
-    shared: Arc<Shared>,
+    shared: Arc<StoreState>,
     dir: PathBuf,
     next_seq: Seq,
     max_batch: usize,
@@ -199,7 +199,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn new(
         rx: Receiver<Cmd>,
-        shared: Arc<Shared>,
+        shared: Arc<StoreState>,
         dir: PathBuf,
         next_seq: Seq,
         // The active segment, its first free byte and its summary so far.
@@ -635,7 +635,7 @@ impl Writer {
     }
 }
 
-impl Shared {
+impl StoreState {
     /// The index for the writer's own planning and upkeep (the writer is the only mutator, so
     /// a read lock is enough and readers keep going meanwhile).
     fn read_unchecked(&self) -> RwLockReadGuard<'_, Index> {
@@ -643,7 +643,7 @@ impl Shared {
     }
 }
 
-fn fault(shared: &Shared) -> std::io::Result<()> {
+fn fault(shared: &StoreState) -> std::io::Result<()> {
     if shared.fail_writes.load(Ordering::SeqCst) {
         return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
     }
