@@ -65,6 +65,21 @@ fn deliveries(app: &App) -> HashMap<String, usize> {
     m
 }
 
+/// Two replicas on one Redis, both connected to it, each with a PROD sender.
+async fn two_replicas(pki: &Pki, app: &App, redis: &Redis) -> ((Pushgate, Sender), (Pushgate, Sender)) {
+    let (a, b) = (
+        Pushgate::start(pki, &config(app, redis, "")),
+        Pushgate::start(pki, &config(app, redis, "")),
+    );
+    wait_connected(&a).await;
+    wait_connected(&b).await;
+    let (sa, sb) = (
+        Sender::new(pki, a.addr, Some("xbs-prod")),
+        Sender::new(pki, b.addr, Some("xbs-prod")),
+    );
+    ((a, sa), (b, sb))
+}
+
 async fn wait_connected(gate: &Pushgate) {
     // The admin listener may bind a moment after the notification listener the start waited for.
     eventually(20, "admin listening", || {
@@ -83,16 +98,7 @@ async fn two_replicas_deliver_each_event_once_sequentially_and_concurrently() {
     let redis = Redis::start();
     let pki = Pki::new();
     let app = App::start_with(Arc::new(|_, _| (200, Duration::from_millis(50)))).await;
-    let (a, b) = (
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-    );
-    wait_connected(&a).await;
-    wait_connected(&b).await;
-    let (sa, sb) = (
-        Sender::new(&pki, a.addr, Some("xbs-prod")),
-        Sender::new(&pki, b.addr, Some("xbs-prod")),
-    );
+    let ((_a, sa), (_b, sb)) = two_replicas(&pki, &app, &redis).await;
 
     for i in 0..10 {
         let id = format!("SEQ-{i}");
@@ -224,16 +230,7 @@ async fn other_content_under_one_id_at_two_replicas_is_a_conflict_and_either_res
     let redis = Redis::start();
     let pki = Pki::new();
     let app = App::start().await;
-    let (a, b) = (
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-    );
-    wait_connected(&a).await;
-    wait_connected(&b).await;
-    let (sa, sb) = (
-        Sender::new(&pki, a.addr, Some("xbs-prod")),
-        Sender::new(&pki, b.addr, Some("xbs-prod")),
-    );
+    let ((a, sa), (b, sb)) = two_replicas(&pki, &app, &redis).await;
     let (first, second) = (event_with("RC-1", "QUOTED"), event_with("RC-1", "PAID"));
     assert_eq!(sa.post("/xbs", &[], first.clone()).await.unwrap().status, 200);
     assert_eq!(sb.post("/xbs", &[], second.clone()).await.unwrap().status, 200);
@@ -261,16 +258,8 @@ async fn redis_killed_under_load_every_id_once_including_those_taken_during_the_
     let mut redis = Redis::start_durable();
     let pki = Pki::new();
     let app = App::start().await;
-    let (a, b) = (
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-        Pushgate::start(&pki, &config(&app, &redis, "")),
-    );
-    wait_connected(&a).await;
-    wait_connected(&b).await;
-    let senders = [
-        Sender::new(&pki, a.addr, Some("xbs-prod")),
-        Sender::new(&pki, b.addr, Some("xbs-prod")),
-    ];
+    let ((a, sa), (b, sb)) = two_replicas(&pki, &app, &redis).await;
+    let senders = [sa, sb];
     let mut conns = [senders[0].connect().await.unwrap(), senders[1].connect().await.unwrap()];
     // (id, the replica that took it)
     let mut taken: Vec<(String, usize)> = Vec::new();
