@@ -71,8 +71,9 @@ SLOW_APP_PORT=${BENCH_SLOW_APP_PORT:-28081}  # answers 200 after 3 s
 DOWN_APP_PORT=${BENCH_DOWN_APP_PORT:-28082}  # nothing listens: the app is down
 STORE_APP_PORT=${BENCH_STORE_APP_PORT:-28083}  # the store run's app: fast, then slow
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'compare.sh: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+KEEP=${BENCH_KEEP:-0}
 
 # ---- tools -------------------------------------------------------------------------------------
 if ! command -v nginx >/dev/null; then
@@ -109,23 +110,7 @@ WORK=$(mktemp -d /tmp/pushgate-bench.XXXXXX)
 RES=$WORK/results
 mkdir -p "$RES"
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
 trap cleanup EXIT
-
-# Waits (at most 10 s) until something accepts on 127.0.0.1:$1.
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    die "nothing listens on 127.0.0.1:$1 after 10 s (see $WORK)"
-}
 
 # Stops one process this script started: SIGINT (pushgate exits at once), then SIGKILL after 5 s.
 stop_pid() {

@@ -28,23 +28,10 @@ OUT=$ROOT/bench/results/profile-$(date -u +%Y-%m-%d)
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/pushgate-profile.XXXXXX)
 PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    if [[ ${PROFILE_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+KEEP=${PROFILE_KEEP:-0}
 trap cleanup EXIT
-log() { printf '== %s\n' "$*" >&2; }
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
 requests_total() {
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^pushgate_requests_total/ { s += $NF } END { print s + 0 }'
 }
