@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::Pki;
+use support::{check_config, Pki};
 
 /// A valid config for `pki`, then `edit` applied to its text.
 fn config(pki: &Pki, edit: impl Fn(String) -> String) -> String {
@@ -29,17 +29,7 @@ fn check(text: &str) -> (Option<i32>, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.yaml");
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .env_remove("PUSHGATE_TEST_UNSET")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    check_config(&file)
 }
 
 #[test]

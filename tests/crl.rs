@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pushgate::boot::devcerts::{Issued, XBS_PROD_DN};
-use support::{admin, eventually, metric, App, Pki, Pushgate, Sender};
+use support::{admin, check_config, eventually, metric, App, Pki, Pushgate, Sender};
 use time::OffsetDateTime;
 
 const PROD_DN: &str = "CN=CrossborderServicesNotification-prod.mastercard.com, OU=admin, O=MasterCard International Incorporated, L=O'Fallon, ST=Missouri, C=US";
@@ -220,12 +220,8 @@ routes:
         key = pki.path("server.key").display(),
     );
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let (code, _, stderr) = check_config(&file);
+    (code, stderr)
 }
 
 #[test]

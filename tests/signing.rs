@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use standardwebhooks::Webhook;
 use support::samples::sample;
-use support::{eventually, free_port, App, Pki, Pushgate, Received, Sender};
+use support::{check_config, eventually, free_port, App, Pki, Pushgate, Received, Sender};
 
 const PROD_DN: &str = "CN=CrossborderServicesNotification-prod.mastercard.com, OU=admin, O=MasterCard International Incorporated, L=O'Fallon, ST=Missouri, C=US";
 /// Two `whsec_` secrets (24 and 32 random bytes, base64), the new one first.
@@ -204,13 +204,8 @@ fn secrets_not_in_whsec_form_are_config_errors_naming_the_key() {
         );
         let file = dir.path().join("pushgate.yaml");
         std::fs::write(&file, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pushgate"))
-            .args(["check", "-c"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{secret}: {stderr}");
+        let (code, _, stderr) = check_config(&file);
+        assert_eq!(code, Some(1), "{secret}: {stderr}");
         assert!(
             stderr.contains("routes[0].sign.secrets[1]") && stderr.contains(why),
             "{secret}: {stderr}"

@@ -35,6 +35,21 @@ pub struct Pushgate {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// `pushgate check -c FILE`: its exit code, stdout and stderr.
+pub fn check_config(file: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pushgate"))
+        .args(["check", "-c"])
+        .arg(file)
+        .env_remove("PUSHGATE_TEST_UNSET")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 impl Pushgate {
     /// The config head (listen, admin, storage) for `pki`, with `body` (routes and any other
     /// sections) appended. `{app}` in `body` is not substituted: callers format it in.

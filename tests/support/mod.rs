@@ -9,7 +9,7 @@ pub mod samples;
 pub mod sender;
 
 pub use app::{App, Received};
-pub use gate::{admin, free_port, metric, Pushgate};
+pub use gate::{admin, check_config, free_port, metric, Pushgate};
 pub use sender::{Resp, Sender};
 
 /// A development PKI written by pushgate's own generator into a fresh directory.
