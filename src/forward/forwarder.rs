@@ -352,7 +352,7 @@ impl RouteQueue {
                 item.attempts += 1;
                 item.due = Instant::now() + after;
                 item.delivery = done.delivery;
-                self.schedule.retry(done.seq, item.due);
+                self.schedule.arm(done.seq, item.due);
             }
             Verdict::Delivered | Verdict::Dead { .. } => {
                 let Some(item) = self.items.remove(&done.seq) else {

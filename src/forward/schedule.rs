@@ -60,11 +60,6 @@ impl Schedule {
         self.waiting.first().map(|&(due, _)| due)
     }
 
-    /// A started event failed and goes again at `due`; its key stays held.
-    pub fn retry(&mut self, seq: Seq, due: Instant) {
-        self.waiting.insert((due, seq));
-    }
-
     /// A started event is finished (delivered or dead): the next of its key becomes active.
     /// Returns that event, for the caller to `arm` with its due time.
     pub fn done(&mut self, seq: Seq, key: Option<&str>) -> Option<Seq> {
@@ -81,7 +76,8 @@ impl Schedule {
         next
     }
 
-    /// Puts an active event on the schedule.
+    /// Puts an active event on the schedule: a new one, the next of its key, or a started one
+    /// that failed and goes again at `due` (its key stays held meanwhile).
     pub fn arm(&mut self, seq: Seq, due: Instant) {
         self.waiting.insert((due, seq));
     }
@@ -134,7 +130,7 @@ mod tests {
         s.add(2, Some("T"), now);
         assert_eq!(drain(&mut s, now), vec![1]);
         let later = now + Duration::from_secs(5);
-        s.retry(1, later);
+        s.arm(1, later);
         assert_eq!(s.next(now), None, "2 waits behind 1's retry");
         assert_eq!(s.next_due(), Some(later));
         assert_eq!(drain(&mut s, later), vec![1]);

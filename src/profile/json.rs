@@ -176,16 +176,7 @@ pub(super) fn walk<'p, 'de>(
     drop: Option<&'p Paths>,
     canonical: Option<&mut Vec<u8>>,
 ) -> Result<Walked<'de>, WalkError> {
-    let mut state = State {
-        find,
-        found: (0..find.slots()).map(|_| None).collect(),
-        duplicate: None,
-        repeated: false,
-        pool: Vec::new(),
-        elements: None,
-        elements_slot: None,
-        every: None,
-    };
+    let mut state = State::new(find);
     run(text, &mut state, drop, canonical)?;
     Ok(Walked { found: state.found })
 }
@@ -195,14 +186,8 @@ pub(super) fn walk<'p, 'de>(
 /// pushgate's CPU under the keep-alive benchmark (bench/profile.sh, 2026-12-02).
 pub(crate) fn strings<'de>(text: &'de str, paths: &Paths) -> Result<Vec<Cow<'de, str>>, WalkError> {
     let mut state = State {
-        find: paths,
-        found: (0..paths.slots()).map(|_| None).collect(),
-        duplicate: None,
-        repeated: false,
-        pool: Vec::new(),
-        elements: None,
-        elements_slot: None,
         every: Some(Vec::new()),
+        ..State::new(paths)
     };
     run(text, &mut state, None, None)?;
     Ok(state.every.unwrap_or_default())
@@ -213,14 +198,8 @@ pub(crate) fn strings<'de>(text: &'de str, paths: &Paths) -> Result<Vec<Cow<'de,
 /// written once.
 pub(super) fn elements<'de>(text: &'de str, pointer: &Paths) -> Result<Vec<&'de RawValue>, WalkError> {
     let mut state = State {
-        find: pointer,
-        found: vec![None],
-        duplicate: None,
-        repeated: false,
-        pool: Vec::new(),
-        elements: None,
         elements_slot: Some(0),
-        every: None,
+        ..State::new(pointer)
     };
     run(text, &mut state, None, None)?;
     state.elements.ok_or(WalkError::NoArray)
@@ -279,6 +258,22 @@ struct State<'p, 'de> {
     elements_slot: Option<usize>,
     /// When set, every string found on a path is kept here, not only the first per slot.
     every: Option<Vec<Cow<'de, str>>>,
+}
+
+impl<'p> State<'p, '_> {
+    /// A walk that fills the slots of `find` and nothing else.
+    fn new(find: &'p Paths) -> Self {
+        State {
+            find,
+            found: (0..find.slots()).map(|_| None).collect(),
+            duplicate: None,
+            repeated: false,
+            pool: Vec::new(),
+            elements: None,
+            elements_slot: None,
+            every: None,
+        }
+    }
 }
 
 /// One value of the walk: where it is in the `find` and `drop` tries, and where its canonical
