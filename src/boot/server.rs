@@ -12,11 +12,13 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::boot::config::{Config, DedupeBackend, LogFormat};
+use crate::boot::signals;
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
 use crate::ingress::ingest::Ingest;
 use crate::ingress::route::Routes;
 use crate::listener::conn::{ConnLimits, Guarded};
+use crate::listener::socket::{self, OwnSocket};
 use crate::listener::tls::{self, LiveTls};
 use crate::names::{EventId, RouteName};
 use crate::ops::admin::Admin;
@@ -45,16 +47,36 @@ pub fn check(path: &Path) -> Result<(), String> {
 
 /// `pushgate run`: serve until a signal says stop.
 pub fn run(mut opt: Opt) -> Result<(), String> {
-    let path = opt.conf.take().ok_or("run needs -c FILE")?;
-    let config = Config::load(Path::new(&path)).map_err(|e| e.to_string())?;
+    let given = opt.conf.take().ok_or("run needs -c FILE")?;
+    // Absolute from here on: `-d` moves the process to `/`, and the store, every reload and the
+    // admin API's report of the file it serves must not depend on the working directory.
+    let path = std::fs::canonicalize(&given).map_err(|e| format!("{given}: cannot read: {e}"))?;
+    let config = Config::load(&path).map_err(|e| e.to_string())?;
     if opt.test {
-        println!("{path}: ok");
+        println!("{given}: ok");
         return Ok(());
     }
+    let signals = signals::take_over()?;
     init_logging(&config);
     pingora::tls::install_default_crypto_provider();
 
-    let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{path}: {key}: {m}"))?;
+    let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
+
+    let server_conf = server_conf(&config);
+    // The ports are taken now, before the store is opened or the process forks, so one that
+    // cannot be taken stops the start with one line (see listener::socket). Under -u the old
+    // process hands its sockets over instead.
+    if opt.upgrade {
+        socket::check_upgrade(&config.listen.addr, &server_conf.upgrade_sock)?;
+    }
+    let listen_socket = match opt.upgrade {
+        false => Some(socket::bind(&config.listen.addr, "listen.addr")?),
+        true => None,
+    };
+    let admin_socket = match (&config.admin.addr, opt.upgrade) {
+        (Some(addr), false) => Some(socket::bind(addr, "admin.addr")?),
+        _ => None,
+    };
 
     let (dedupe, redis_options) = match &config.dedupe.backend {
         DedupeBackend::Memory => (Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries), None),
@@ -91,7 +113,6 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     };
     let admin_addr = config.admin.addr.clone();
     let admin_token = config.admin.token.clone();
-    let server_conf = server_conf(&config);
     let fixed = Fixed::of(&config);
     let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, metrics));
     shared.stale.set_ttl(config.dedupe.ttl);
@@ -102,13 +123,11 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
         }
     }
     let forwarder = Forwarder::new(shared.clone());
-    let reloader = Arc::new(Reloader::new(
-        path.clone().into(),
-        shared.clone(),
-        live_tls.clone(),
-        fixed,
-    ));
+    let reloader = Arc::new(Reloader::new(path.clone(), shared.clone(), live_tls.clone(), fixed));
 
+    if opt.upgrade {
+        tracing::info!(upgrade_sock = %server_conf.upgrade_sock, "waiting for the running pushgate's listening sockets: send it SIGQUIT");
+    }
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
 
@@ -118,7 +137,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     // The swappable verifier is always installed, so a reload can add a client CA later.
     let settings = live_tls.settings()?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);
-    server.add_service(ingest);
+    server.add_service(OwnSocket::new(ingest, &listen_addr, "listen.addr", listen_socket));
     if late_store {
         server.add_service(background_service(
             "store",
@@ -138,7 +157,10 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
         ));
     }
     server.add_service(background_service("forwarder", forwarder));
-    server.add_service(background_service("sighup", SighupService(reloader.clone())));
+    server.add_service(background_service(
+        "sighup",
+        SighupService::new(reloader.clone(), signals.reload),
+    ));
     if let Some(addr) = admin_addr {
         let listen_sa = listen_addr.parse().map_err(|_| format!("listen.addr {listen_addr}"))?;
         let mut admin = Service::new(
@@ -151,10 +173,9 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
             },
         );
         admin.add_tcp(&addr);
-        server.add_service(admin);
+        server.add_service(OwnSocket::new(admin, &addr, "admin.addr", admin_socket));
     }
 
-    tracing::info!(addr = %listen_addr, "pushgate listening");
     server.run_forever()
 }
 

@@ -119,22 +119,35 @@ impl Reloader {
     }
 }
 
-/// Reloads on SIGHUP. (Pingora handles SIGTERM, SIGINT and SIGQUIT; SIGHUP is ours.)
-pub struct SighupService(pub Arc<Reloader>);
+/// Reloads on SIGHUP. (Pingora handles SIGTERM, SIGINT and SIGQUIT; SIGHUP is ours, taken
+/// over at start: [`crate::boot::signals`].)
+pub struct SighupService {
+    reloader: Arc<Reloader>,
+    /// Taken by the service when it starts.
+    hangup: std::sync::Mutex<Option<tokio::signal::unix::Signal>>,
+}
+
+impl SighupService {
+    pub fn new(reloader: Arc<Reloader>, hangup: tokio::signal::unix::Signal) -> SighupService {
+        SighupService {
+            reloader,
+            hangup: std::sync::Mutex::new(Some(hangup)),
+        }
+    }
+}
 
 #[async_trait]
 impl BackgroundService for SighupService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /reload instead");
-                return;
-            }
-        };
+        let taken = self
+            .hangup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let Some(mut hup) = taken else { return };
         loop {
             tokio::select! {
-                Some(()) = hup.recv() => { let _ = self.0.reload().await; }
+                Some(()) = hup.recv() => { let _ = self.reloader.reload().await; }
                 _ = shutdown.changed() => return,
             }
         }
