@@ -149,3 +149,118 @@ fn upgrade_without_a_running_pushgate_is_refused_at_once() {
     assert!(!out.contains("panicked"), "{out}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// A daemon started by a test, stopped (by its pid file) when the test ends, whatever happens.
+struct Daemon(PathBuf);
+
+impl Daemon {
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.0).ok()?.trim().parse().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill").arg("-INT").arg(pid.to_string()).status();
+            let gone = Instant::now() + Duration::from_secs(10);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Waits until `path` holds `needle`; its text.
+fn file_holds(path: &Path, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never held {needle:?}:\n{text}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn post_one(pki: &Pki, port: u16, body: &str) {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = support::Sender::new(pki, addr, None)
+        .post("/gw", &[], body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+/// Regression (issue: under -d every log line went to stdout, which Pingora points at
+/// /dev/null; only standard error reaches error_log).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_writes_its_request_lines_to_error_log() {
+    let pki = Pki::new();
+    let port = free_port();
+    let (tmp, path) = config(&pki, port, free_port(), "");
+    let log = tmp.path().join("error.log");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("server:\n", &format!("server:\n  error_log: {}\n", log.display()));
+    std::fs::write(&path, text).unwrap();
+    let (code, out, _) = exits_within(start(&path, &["-d"]), Duration::from_secs(10));
+    assert_eq!(code, Some(0), "the starting process: {out}");
+    let daemon = Daemon(tmp.path().join("data/pushgate.pid"));
+    file_holds(&log, &format!("pushgate listening addr=127.0.0.1:{port}"), 20);
+    post_one(&pki, port, r#"{"id":"D-1"}"#).await;
+    let lines = file_holds(&log, "pushgate::request", 10);
+    assert!(lines.contains("status=200"), "{lines}");
+    assert!(daemon.pid().is_some());
+}
+
+#[test]
+fn a_daemon_without_error_log_or_log_file_is_refused() {
+    let pki = Pki::new();
+    let (tmp, path) = config(&pki, free_port(), free_port(), "");
+    let (code, out, _) = exits_within(start(&path, &["-d"]), Duration::from_secs(10));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("run -d needs server.error_log or log.file: a daemon has no terminal"),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!tmp.path().join("data/pushgate.pid").exists(), "a daemon was started");
+}
+
+/// `log.file` takes every line, and SIGUSR1 (logrotate's postrotate) moves writing to a new
+/// file at the path once the old one has been renamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_file_is_reopened_on_sigusr1_after_a_rotation() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pushgate.log");
+    let gate = Pushgate::start(
+        &pki,
+        &format!(
+            "log: {{ format: text, level: info, file: {} }}\n{ROUTES}",
+            file.display()
+        ),
+    );
+    let port = gate.addr.port();
+    file_holds(&file, "pushgate listening", 10);
+    post_one(&pki, port, r#"{"id":"R-1"}"#).await;
+    file_holds(&file, "pushgate::request", 10);
+    std::fs::rename(&file, dir.path().join("pushgate.log.1")).unwrap();
+    gate.signal("USR1");
+    file_holds(&file, "log file reopened", 10);
+    post_one(&pki, port, r#"{"id":"R-2"}"#).await;
+    file_holds(&file, "pushgate::request", 10);
+    let old = std::fs::read_to_string(dir.path().join("pushgate.log.1")).unwrap();
+    assert_eq!(old.matches("pushgate::request").count(), 1, "{old}");
+    assert!(
+        !gate.logs().contains("pushgate::request"),
+        "log lines also went to standard error: {}",
+        gate.logs()
+    );
+}

@@ -2,7 +2,7 @@
 //! its TLS listener → run. Nothing here handles a request.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora::server::configuration::{Opt, ServerConf};
@@ -11,8 +11,8 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use crate::boot::config::{Config, DedupeBackend, LogFormat};
-use crate::boot::signals;
+use crate::boot::config::{Config, DedupeBackend};
+use crate::boot::{logs, signals};
 use crate::dedupe::{Dedupe, Key};
 use crate::forward::Forwarder;
 use crate::ingress::ingest::Ingest;
@@ -56,8 +56,12 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
         println!("{given}: ok");
         return Ok(());
     }
+    let daemon = opt.daemon || config.server.daemon;
+    if daemon {
+        logs::check_daemon(&config)?;
+    }
     let signals = signals::take_over()?;
-    init_logging(&config);
+    let log_file = logs::init(&config)?;
     pingora::tls::install_default_crypto_provider();
 
     let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
@@ -91,7 +95,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     // Pingora forks for -d (the store's writer thread would not survive it), and under -u the
     // process being replaced holds the store until it exits: then the store opens in the
     // background. Otherwise it opens now, so a bad store stops the start before any port opens.
-    let late_store = opt.daemon || opt.upgrade || config.server.daemon;
+    let late_store = daemon || opt.upgrade;
     let opener = StoreOpener {
         path: config.storage.path.clone(),
         options: SpoolOptions {
@@ -128,6 +132,12 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     if opt.upgrade {
         tracing::info!(upgrade_sock = %server_conf.upgrade_sock, "waiting for the running pushgate's listening sockets: send it SIGQUIT");
     }
+    if daemon {
+        // The daemon's first act is to write its pid file; Pingora unwraps that.
+        if let Some(dir) = Path::new(&server_conf.pid_file).parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("server.pid_file {}: {e}", server_conf.pid_file))?;
+        }
+    }
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf);
     server.bootstrap();
 
@@ -161,6 +171,10 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
         "sighup",
         SighupService::new(reloader.clone(), signals.reload),
     ));
+    if let Some(file) = log_file {
+        let signals = Mutex::new(Some((signals.reopen_on_hangup, signals.reopen)));
+        server.add_service(background_service("logs", logs::Reopen { file, signals }));
+    }
     if let Some(addr) = admin_addr {
         let listen_sa = listen_addr.parse().map_err(|_| format!("listen.addr {listen_addr}"))?;
         let mut admin = Service::new(
@@ -303,20 +317,4 @@ fn server_conf(config: &Config) -> ServerConf {
         group: s.group.clone(),
         ..ServerConf::default()
     }
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    // Colours only for a person at a terminal, never in files or collectors.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_ansi(ansi);
-    // A second init (tests in one process) is harmless: the first subscriber stays.
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }

@@ -192,6 +192,7 @@ mod tests {
             log: LogSettings {
                 format: LogFormat::Text,
                 level: "info".into(),
+                file: None,
             },
         }
     }

@@ -25,10 +25,11 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
             .server
             .graceful_shutdown_timeout
             .map_or(Duration::from_secs(5), |d| d.0),
-        pid_file: raw.server.pid_file,
-        upgrade_sock: raw.server.upgrade_sock,
+        // Pingora opens these after `-d` has moved the process to `/`.
+        pid_file: raw.server.pid_file.map(|p| base.join(p).display().to_string()),
+        upgrade_sock: raw.server.upgrade_sock.map(|p| base.join(p).display().to_string()),
         daemon: raw.server.daemon,
-        error_log: raw.server.error_log,
+        error_log: raw.server.error_log.map(|p| base.join(p).display().to_string()),
         user: raw.server.user,
         group: raw.server.group,
     };
@@ -47,6 +48,7 @@ pub(super) fn validate(raw: RawConfig, base: &Path, err: &ErrFn<'_>) -> Result<C
     let log = LogSettings {
         format: raw.log.format.unwrap_or(LogFormat::Text),
         level: raw.log.level.unwrap_or_else(|| "info".into()),
+        file: raw.log.file.map(|p| base.join(p)),
     };
 
     if raw.routes.is_empty() {

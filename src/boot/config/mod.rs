@@ -175,6 +175,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
+    /// Where log lines go (appended; reopened on SIGHUP and SIGUSR1); by default standard error.
+    pub file: Option<PathBuf>,
 }
 
 /// What the operator commands (`pushgate spool`) need: where the store is and how to reach

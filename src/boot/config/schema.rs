@@ -112,6 +112,7 @@ pub(super) struct RawRedis {
 pub(super) struct RawLog {
     pub(super) format: Option<LogFormat>,
     pub(super) level: Option<String>,
+    pub(super) file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
