@@ -264,3 +264,31 @@ async fn log_file_is_reopened_on_sigusr1_after_a_rotation() {
         gate.logs()
     );
 }
+
+/// `/readyz`'s `listener` is a connection this process's own accept loop saw (a port held by
+/// another process is refused at start, above, and not taken for ours: the probe's unit
+/// tests). Its probes leave no trace: no handshake error in the log, no connection counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_listener_is_a_connection_this_process_accepted() {
+    let pki = Pki::new();
+    let gate = Pushgate::start(&pki, ROUTES);
+    // The harness's own wait for the port is a connection without a handshake: counted apart.
+    let handshakes = || gate.logs().matches("handshake error").count();
+    support::eventually(10, "the harness's connection logged", || handshakes() == 1).await;
+    for _ in 0..5 {
+        let (status, body) = support::admin(gate.admin, "GET", "/readyz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""listener":true"#), "{body}");
+    }
+    let metrics = support::admin(gate.admin, "GET", "/metrics").await.1;
+    assert_eq!(support::metric(&metrics, "pushgate_connections_open"), 0.0);
+    assert_eq!(
+        support::metric(
+            &metrics,
+            r#"pushgate_requests_total{route="unmatched",outcome="rejected_tls"}"#
+        ),
+        0.0
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(handshakes(), 1, "{}", gate.logs());
+}

@@ -18,6 +18,7 @@ use crate::forward::Forwarder;
 use crate::ingress::ingest::Ingest;
 use crate::ingress::route::Routes;
 use crate::listener::conn::{ConnLimits, Guarded};
+use crate::listener::probe::AcceptProbe;
 use crate::listener::socket::{self, OwnSocket};
 use crate::listener::tls::{self, LiveTls};
 use crate::names::{EventId, RouteName};
@@ -144,6 +145,8 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     let proxy = pingora::proxy::http_proxy(&server.configuration, Ingest { shared: shared.clone() });
     let guarded = Guarded::new(proxy, conn_limits, shared.metrics.clone());
     let mut ingest = Service::new("ingest".into(), guarded);
+    let probe = Arc::new(AcceptProbe::default());
+    ingest.set_connection_filter(probe.clone());
     // The swappable verifier is always installed, so a reload can add a client CA later.
     let settings = live_tls.settings()?;
     ingest.add_tls_with_settings(&listen_addr, None, settings);
@@ -183,6 +186,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
                 shared: shared.clone(),
                 token: admin_token,
                 listen_addr: listen_sa,
+                probe,
                 reloader,
             },
         );

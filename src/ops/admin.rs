@@ -26,8 +26,9 @@ pub const DEFAULT_LIMIT: u64 = 200;
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub token: Option<Secret>,
-    /// The notification listener, probed by `/readyz`.
+    /// The notification listener, probed by `/readyz` through `probe`.
     pub listen_addr: std::net::SocketAddr,
+    pub probe: Arc<crate::listener::probe::AcceptProbe>,
     pub reloader: Arc<crate::ops::reload::Reloader>,
 }
 
@@ -125,19 +126,18 @@ impl Admin {
     }
 
     async fn readyz(&self) -> AdminReply {
-        let storage_ok = match self.shared.store.get() {
-            Some(spool) => matches!(
-                tokio::time::timeout(Duration::from_secs(2), spool.probe()).await,
-                Ok(Ok(()))
-            ),
-            None => false,
+        let storage = async {
+            match self.shared.store.get() {
+                Some(spool) => matches!(
+                    tokio::time::timeout(Duration::from_secs(2), spool.probe()).await,
+                    Ok(Ok(()))
+                ),
+                None => false,
+            }
         };
-        // The listener is up when its address is taken: binding it again fails with AddrInUse.
-        // (Connecting to it instead would make Pingora log a failed handshake at every probe.)
-        let listener_ok = matches!(
-            std::net::TcpListener::bind(self.listen_addr),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse
-        );
+        // A connection this process's accept loop sees, not merely an address someone holds.
+        let listener = self.probe.accepts(self.listen_addr, Duration::from_secs(1));
+        let (storage_ok, listener_ok) = tokio::join!(storage, listener);
         // An unreachable shared memory only makes pushgate unready when it then refuses
         // events (policy `refuse`); under `accept` it still takes them, flagged.
         let dedupe = &self.shared.dedupe;
