@@ -22,7 +22,7 @@ use crate::listener::probe::AcceptProbe;
 use crate::listener::socket::{self, OwnSocket};
 use crate::listener::tls::{self, LiveTls};
 use crate::names::{EventId, RouteName};
-use crate::ops::admin::Admin;
+use crate::ops::admin::{Admin, Served};
 use crate::ops::metrics::Metrics;
 use crate::ops::reload::{Fixed, Reloader, SighupService};
 use crate::shared::Shared;
@@ -118,6 +118,10 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
     };
     let admin_addr = config.admin.addr.clone();
     let admin_token = config.admin.token.clone();
+    let served = Served {
+        config: path.clone(),
+        store: config.storage.path.clone(),
+    };
     let fixed = Fixed::of(&config);
     let shared = Arc::new(Shared::new(Routes::new(config.routes), dedupe, metrics));
     shared.stale.set_ttl(config.dedupe.ttl);
@@ -188,6 +192,7 @@ pub fn run(mut opt: Opt) -> Result<(), String> {
                 listen_addr: listen_sa,
                 probe,
                 reloader,
+                served,
             },
         );
         admin.add_tcp(&addr);

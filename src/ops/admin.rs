@@ -30,6 +30,25 @@ pub struct Admin {
     pub listen_addr: std::net::SocketAddr,
     pub probe: Arc<crate::listener::probe::AcceptProbe>,
     pub reloader: Arc<crate::ops::reload::Reloader>,
+    /// What this process serves, for `GET /api/server`.
+    pub served: Served,
+}
+
+/// The config file and the store a server serves (both absolute), so that `pushgate reload`
+/// and `pushgate spool` can tell whether the server they reached is the one their `-c FILE`
+/// names: several configs may name one admin address.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub config: std::path::PathBuf,
+    pub store: std::path::PathBuf,
+}
+
+/// A path as the file system resolves it (symlinks, `..`), or made absolute when it does not
+/// exist.
+pub fn resolved(path: &std::path::Path) -> std::path::PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
 }
 
 type AdminReply = Response<Vec<u8>>;
@@ -81,14 +100,20 @@ impl ServeHttp for Admin {
                 self.shared.refresh_gauges().await;
                 reply(200, "text/plain; version=0.0.4", self.shared.metrics.render())
             }
+            ("GET", ["api", "server"]) => json_reply(
+                200,
+                &json!({
+                    "config": self.served.config,
+                    "store": resolved(&self.served.store),
+                    "pid": std::process::id(),
+                    "version": env!("CARGO_PKG_VERSION"),
+                }),
+            ),
             (_, ["api", ..]) => match self.shared.store.get() {
                 None => error(503, "storage is not open yet"),
                 Some(spool) => self.api(spool, method.as_str(), &segments[1..], &query).await,
             },
-            ("POST", ["reload"]) => match self.reloader.reload().await {
-                Ok(summary) => json_reply(200, &json!({ "reloaded": true, "summary": summary })),
-                Err(reason) => json_reply(400, &json!({ "reloaded": false, "error": reason })),
-            },
+            ("POST", ["reload"]) => self.reload(&query).await,
             (_, ["healthz" | "readyz" | "metrics" | "reload"]) => error(405, "method not allowed"),
             _ => error(404, "not found"),
         }
@@ -96,6 +121,27 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
+    /// `POST /reload[?config=FILE]`: with `config`, only when FILE is the file this server
+    /// serves (a reload re-reads that file, whatever the caller meant).
+    async fn reload(&self, query: &HashMap<String, String>) -> AdminReply {
+        if let Some(asked) = query.get("config") {
+            let asked = resolved(std::path::Path::new(asked));
+            if asked != self.served.config {
+                let message = format!(
+                    "this pushgate serves {}, not {}; nothing was reloaded",
+                    self.served.config.display(),
+                    asked.display()
+                );
+                let serves = &self.served.config;
+                return json_reply(409, &json!({ "reloaded": false, "error": message, "serves": serves }));
+            }
+        }
+        match self.reloader.reload().await {
+            Ok(summary) => json_reply(200, &json!({ "reloaded": true, "summary": summary })),
+            Err(reason) => json_reply(400, &json!({ "reloaded": false, "error": reason })),
+        }
+    }
+
     /// `/api/…`, once the store is open.
     async fn api(&self, spool: &Spool, method: &str, path: &[&str], query: &HashMap<String, String>) -> AdminReply {
         match (method, path) {

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use crate::boot::config::{Config, OpsConfig};
-use crate::ops::admin::{parse_state, parse_time};
+use crate::ops::admin::{parse_state, parse_time, resolved};
 use crate::spool::{ListQuery, Spool, SpoolOptions, State};
 
 #[derive(Subcommand, Debug, Clone)]
@@ -65,7 +65,7 @@ pub enum SpoolCommand {
 /// Runs a spool command and prints its JSON answer.
 pub fn run(conf: &Path, cmd: SpoolCommand) -> Result<(), String> {
     let config = OpsConfig::load(conf).map_err(|e| e.to_string())?;
-    let answer = match remote(&config, &cmd)? {
+    let answer = match remote(&config, conf, &cmd)? {
         Some(v) => v,
         None => direct(&config, &cmd)?,
     };
@@ -74,16 +74,29 @@ pub fn run(conf: &Path, cmd: SpoolCommand) -> Result<(), String> {
 }
 
 /// `pushgate reload`: validate the file here first (a bad file never reaches the server),
-/// then ask the running server to reload it.
+/// then ask the server on its admin address to reload it, naming the file: a server that
+/// serves another file (another config with the same `admin.addr`) refuses and reloads nothing.
 pub fn reload(conf: &Path) -> Result<(), String> {
     Config::load(conf).map_err(|e| e.to_string())?;
     let config = OpsConfig::load(conf).map_err(|e| e.to_string())?;
-    match admin_call(&config, "POST", "/reload")? {
-        None => Err("no pushgate is running with this config's admin address".into()),
+    let file = resolved(conf);
+    let path = format!("/reload?config={}", enc(&file.display().to_string()));
+    let addr = config.admin.addr.as_deref().unwrap_or("");
+    match admin_call(&config, "POST", &path)? {
+        None => Err(format!(
+            "no pushgate answers on {addr} (admin.addr of {}): nothing was reloaded",
+            conf.display()
+        )),
         Some((200, v)) => {
             println!("{}", v["summary"].as_str().unwrap_or("reloaded"));
             Ok(())
         }
+        Some((409, v)) => Err(format!(
+            "reload refused by the pushgate on {addr}: {} (to reload that server: pushgate reload -c {}; to run {} beside it, give it its own admin.addr)",
+            v["error"].as_str().unwrap_or("it serves another file"),
+            v["serves"].as_str().unwrap_or("FILE"),
+            conf.display()
+        )),
         Some((_, v)) => Err(format!(
             "reload refused: {}",
             v["error"].as_str().unwrap_or("unknown error")
@@ -91,7 +104,37 @@ pub fn reload(conf: &Path) -> Result<(), String> {
     }
 }
 
-fn remote(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Option<Value>, String> {
+/// Whether a server answers on the admin address (`false`: the command opens the store
+/// itself); refuses one that does not hold the store `conf` names: several configs may name
+/// one admin address, and a command must not list, replay or purge another server's events.
+fn server_holds_our_store(config: &OpsConfig, conf: &Path) -> Result<bool, String> {
+    let addr = config.admin.addr.as_deref().unwrap_or("");
+    let served = match admin_call(config, "GET", "/api/server")? {
+        None => return Ok(false),
+        Some((200, v)) => v,
+        Some((status, v)) => {
+            return Err(format!(
+                "cannot tell which store the pushgate on {addr} holds: GET /api/server answered {status} {}; nothing was done",
+                v["error"].as_str().unwrap_or("")
+            ))
+        }
+    };
+    let ours = resolved(&config.storage.path);
+    let theirs = served["store"].as_str().unwrap_or("");
+    if Path::new(theirs) == ours {
+        return Ok(true);
+    }
+    let their_config = served["config"].as_str().unwrap_or("?");
+    Err(format!(
+        "the pushgate on {addr} holds the store {theirs} (config {their_config}), not {} that {} names; \
+         nothing was done (for that server's store: -c {their_config}; to run {} beside it, give it its own admin.addr)",
+        ours.display(),
+        conf.display(),
+        conf.display()
+    ))
+}
+
+fn remote(config: &OpsConfig, conf: &Path, cmd: &SpoolCommand) -> Result<Option<Value>, String> {
     let (method, path) = match cmd {
         SpoolCommand::Stats => ("GET", "/api/stats".to_string()),
         SpoolCommand::List {
@@ -124,6 +167,9 @@ fn remote(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Option<Value>, Strin
             ("POST", format!("/api/purge?state={}{route}", enc(state)))
         }
     };
+    if !server_holds_our_store(config, conf)? {
+        return Ok(None);
+    }
     match admin_call(config, method, &path)? {
         None => Ok(None),
         Some((s, v)) if (200..300).contains(&s) => Ok(Some(v)),
@@ -135,18 +181,20 @@ fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// One request to the admin listener; `None` when nothing listens there.
-fn admin_call(config: &OpsConfig, method: &str, path: &str) -> Result<Option<(u16, Value)>, String> {
-    let Some(addr) = &config.admin.addr else {
-        return Ok(None);
-    };
-    let Ok(sa) = addr.parse::<std::net::SocketAddr>() else {
-        return Ok(None);
-    };
-    let mut sa = sa;
+/// The admin address to connect to (`0.0.0.0` read as `127.0.0.1`).
+fn admin_socket(config: &OpsConfig) -> Option<std::net::SocketAddr> {
+    let mut sa = config.admin.addr.as_deref()?.parse::<std::net::SocketAddr>().ok()?;
     if sa.ip().is_unspecified() {
         sa.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    Some(sa)
+}
+
+/// One request to the admin listener; `None` when nothing listens there.
+fn admin_call(config: &OpsConfig, method: &str, path: &str) -> Result<Option<(u16, Value)>, String> {
+    let (Some(addr), Some(sa)) = (&config.admin.addr, admin_socket(config)) else {
+        return Ok(None);
+    };
     let Ok(mut stream) = TcpStream::connect_timeout(&sa, Duration::from_secs(2)) else {
         return Ok(None);
     };
