@@ -92,3 +92,112 @@ fn xbs_decrypt_block_is_valid_when_enabled() {
     std::fs::write(&path, text.replace(commented, "    decrypt:\n      keys:")).unwrap();
     check(&path);
 }
+
+/// The README's steps for checking the shipped configs: the shell block that runs
+/// `pushgate check -c "$f"` over conf/*.yaml.
+fn readme_check_steps(readme: &str) -> String {
+    let blocks: Vec<&str> = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    let steps = blocks
+        .into_iter()
+        .find(|b| b.contains("for f in conf/*.yaml"))
+        .expect("README: the block that checks conf/*.yaml is gone; update this test");
+    steps.to_string()
+}
+
+/// Regression (issue: `pushgate check` failed on every conf/*.yaml of a fresh clone: the
+/// certificates' directory and GW_SECRET had to be guessed). In a temporary `git clone`: before
+/// the certificates exist, `check` names the command that makes them; then the README's steps,
+/// run as written from the clone's root (with this build as target/release/pushgate, which
+/// scripts/dev.sh would have built), pass on every file, and so does `check` from elsewhere.
+/// A clone holds what is committed: edits to conf/ or the README are seen once committed.
+#[test]
+fn a_fresh_clone_passes_check_on_every_config_after_the_readme_steps() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("clone");
+    let out = Command::new("git")
+        .args(["clone", "--quiet"])
+        .arg(repo)
+        .arg(&clone)
+        .output()
+        .expect("git (the repository is tested from a clone, as CI does)");
+    assert!(
+        out.status.success(),
+        "git clone: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let release = clone.join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_pushgate"), release.join("pushgate")).unwrap();
+    let run = |cwd: &Path, program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("GW_SECRET")
+            .env_remove("GW_SECRET_NEXT")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let certs = std::fs::canonicalize(&clone).unwrap().join("dev/certs");
+    let (code, _, stderr) = run(
+        &clone.join("conf"),
+        release.join("pushgate").to_str().unwrap(),
+        &["check", "-c", "mastercard-xbs.yaml"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!(
+            "hint: the development certificates are made by: pushgate dev-certs --out {}",
+            certs.display()
+        )),
+        "{stderr}"
+    );
+
+    let readme = std::fs::read_to_string(clone.join("README.md")).unwrap();
+    let steps = readme_check_steps(&readme);
+    let (code, stdout, stderr) = run(&clone, "bash", &["-eu", "-c", &steps]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let mut configs: Vec<String> = std::fs::read_dir(clone.join("conf"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    configs.sort();
+    assert!(configs.len() >= SHIPPED.len());
+    for name in &configs {
+        assert!(stdout.contains(&format!("conf/{name}: ok,")), "{name}: {stdout}");
+    }
+
+    // scripts/dev.sh makes the certificates with the same line.
+    let dev = std::fs::read_to_string(clone.join("scripts/dev.sh")).unwrap();
+    let make = steps.lines().next().unwrap().split('#').next().unwrap().trim();
+    assert!(
+        dev.contains(make),
+        "scripts/dev.sh and the README make dev/certs differently: {make}"
+    );
+
+    // The configs resolve their paths from their own directory, wherever check runs.
+    for name in &configs {
+        let file = clone.join("conf").join(name);
+        let out = Command::new(release.join("pushgate"))
+            .args(["check", "-c"])
+            .arg(&file)
+            .current_dir("/")
+            .env("GW_SECRET", "dev-secret-0123456789abcdef01234")
+            .env("GW_SECRET_NEXT", "dev-secret-next-0123456789abcdef")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -30,7 +30,7 @@ use crate::spool::{Spool, SpoolOptions};
 
 /// `pushgate check`: load everything a start would, print the routes.
 pub fn check(path: &Path) -> Result<(), String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let config = Config::load(path).map_err(|e| with_dev_certs_hint(&e))?;
     println!("{}: ok, listening on {}", path.display(), config.listen.addr);
     for r in &config.routes {
         let who = r.auth.describe();
@@ -44,6 +44,30 @@ pub fn check(path: &Path) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The error, and when a missing file lies in a `dev/certs` directory (the shipped configs point
+/// there), the command that makes it: `dev-certs --out` is relative to the working directory,
+/// the configs' paths to the config file.
+fn with_dev_certs_hint(e: &crate::boot::config::ConfigError) -> String {
+    let missing = e.each().find_map(|e| {
+        let (file, cause) = e.message.split_once(": ")?;
+        let certs = Path::new(file).parent()?;
+        let dev = certs.parent()?;
+        let found = certs.ends_with("dev/certs") && cause.contains("No such file");
+        let root = dev
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        found.then(|| std::fs::canonicalize(root).ok().map(|root| root.join("dev/certs")))?
+    });
+    match missing {
+        Some(dir) => format!(
+            "{e}\nhint: the development certificates are made by: pushgate dev-certs --out {}",
+            dir.display()
+        ),
+        None => e.to_string(),
+    }
 }
 
 /// `pushgate run`: serve until a signal says stop.
