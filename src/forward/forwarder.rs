@@ -429,7 +429,7 @@ impl Attempt {
                     .with_label_values(&[name, "delivered"])
                     .inc();
                 tracing::debug!(target: "pushgate::forward", route = name, seq = self.seq, event_ids = %ids(), attempt = self.attempt, "delivered");
-                self.spool.mark_delivered(self.seq).await
+                self.spool.mark_delivered(self.seq, self.attempt).await
             }
             Verdict::Retry { after, reason } => {
                 self.shared.metrics.forward.with_label_values(&[name, "retried"]).inc();
@@ -463,9 +463,16 @@ fn read_back(spool: &Spool, seq: Seq) -> Result<Option<Delivery>, crate::spool::
         return Ok(None);
     }
     let Some(body) = spool.body(seq)? else { return Ok(None) };
+    // A replayed quarantined body has no events of its own (it could not be read): it goes out
+    // under the id pushgate gives an event without one, the SHA-256 of its bytes, so the app
+    // can drop a second replay of it like any repeat.
+    let event_ids = match meta.event_ids.is_empty() {
+        true => vec![crate::profile::bytes_hash(&body).to_string()],
+        false => meta.event_ids,
+    };
     Ok(Some(Delivery {
         route: meta.route,
-        event_ids: meta.event_ids,
+        event_ids,
         fingerprints: meta.fingerprints,
         ordering_key: meta.ordering_key,
         received_at_ms: meta.received_at_ms,

@@ -359,7 +359,8 @@ fn first_field(pairs: &[(String, String)], pointers: &[String]) -> Result<Option
     Ok(first)
 }
 
-fn bytes_hash(bytes: &[u8]) -> EventId {
+/// The id of an event without one: `sha256:` and the hex SHA-256 of its bytes.
+pub fn bytes_hash(bytes: &[u8]) -> EventId {
     digest_id(&Sha256::digest(bytes))
 }
 

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 
 pub use answer::{Answer, AnswerBody, AnswerOverrides, PerEvent};
-pub use extract::{extract, fingerprint, BodyError, Event, Extracted, IdSource};
+pub use extract::{bytes_hash, extract, fingerprint, BodyError, Event, Extracted, IdSource};
 pub use xml::XmlError;
 
 /// How a body is parsed.

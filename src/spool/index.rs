@@ -130,14 +130,16 @@ impl Index {
         true
     }
 
-    /// Applies a logged state change, its error included; `false`: no such event.
+    /// Applies a logged state change, its error included (none: a delivery or a replay, after
+    /// which the event has no error); `false`: no such event.
     pub(crate) fn set_state(&mut self, r: &StateRec) -> bool {
         if !self.update(r.seq, |e| apply_state(e, r)) {
             return false;
         }
-        if let Some(err) = &r.last_error {
-            self.errors.insert(r.seq, err.as_str().into());
-        }
+        match &r.last_error {
+            Some(err) => self.errors.insert(r.seq, err.as_str().into()),
+            None => self.errors.remove(&r.seq),
+        };
         true
     }
 

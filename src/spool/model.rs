@@ -66,7 +66,8 @@ pub struct Meta {
     pub client_dn: Option<String>,
     pub headers: Vec<(String, String)>,
     pub state: State,
-    /// Attempts made so far, as last reported by `mark_retry` / `mark_dead`; 0 after a replay.
+    /// Attempts made so far, as last reported by `mark_retry` / `mark_dead` / `mark_delivered`
+    /// (a delivered event: the attempt the app took); 0 after a replay.
     pub attempts: u32,
     pub next_attempt_at_ms: u64,
     pub last_error: Option<String>,

@@ -16,7 +16,10 @@ const MAX_ROUTE: usize = 1024;
 /// A state change requested by the forwarder or the admin API.
 #[derive(Clone, Debug)]
 pub(crate) enum Change {
-    Delivered,
+    /// Taken by the app at attempt number `attempts`.
+    Delivered {
+        attempts: u32,
+    },
     Retry {
         attempts: u32,
         next_attempt_at_ms: u64,
@@ -26,7 +29,7 @@ pub(crate) enum Change {
         attempts: u32,
         error: String,
     },
-    /// Back to pending, due now, attempts reset.
+    /// Back to pending, due now, attempts reset, the last error forgotten.
     Replay,
 }
 
@@ -147,7 +150,10 @@ impl<'a> Plan<'a> {
             last_error: None,
         };
         match change {
-            Change::Delivered => rec.state = State::Delivered,
+            Change::Delivered { attempts } => {
+                rec.state = State::Delivered;
+                rec.attempts = attempts;
+            }
             Change::Retry {
                 attempts,
                 next_attempt_at_ms,

@@ -144,10 +144,10 @@ impl Spool {
         self.call(|r| Cmd::Append(d, r)).await
     }
 
-    /// Not fsync'd on its own (see the writer's durability notes); a crash may turn it back
-    /// into pending. An unknown seq is ignored.
-    pub async fn mark_delivered(&self, seq: Seq) -> Result<(), StorageError> {
-        self.change(seq, Change::Delivered).await
+    /// The app took it at attempt number `attempts`. Not fsync'd on its own (see the writer's
+    /// durability notes); a crash may turn it back into pending. An unknown seq is ignored.
+    pub async fn mark_delivered(&self, seq: Seq, attempts: u32) -> Result<(), StorageError> {
+        self.change(seq, Change::Delivered { attempts }).await
     }
 
     pub async fn mark_retry(
@@ -529,9 +529,8 @@ fn read_meta((seq, e, last_error, file): &Located) -> Result<Meta, StorageError>
     meta.attempts = e.attempts;
     meta.next_attempt_at_ms = e.next_attempt_at_ms;
     meta.updated_at_ms = e.updated_at_ms;
-    if let Some(err) = last_error {
-        meta.last_error = Some(err.clone());
-    }
+    // The index holds the current error, none after a delivery or a replay.
+    meta.last_error.clone_from(last_error);
     Ok(meta)
 }
 

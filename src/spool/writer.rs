@@ -127,7 +127,11 @@ impl Cmd {
     fn is_lazy(&self) -> bool {
         matches!(
             self,
-            Cmd::Change(_, Change::Delivered | Change::Retry { .. } | Change::Dead { .. }, _)
+            Cmd::Change(
+                _,
+                Change::Delivered { .. } | Change::Retry { .. } | Change::Dead { .. },
+                _
+            )
         )
     }
 

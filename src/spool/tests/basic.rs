@@ -113,7 +113,7 @@ async fn transitions_update_pending_and_stats() {
     assert_eq!((m.state, m.attempts, m.next_attempt_at_ms), (State::Pending, 1, 99_999));
     assert_eq!(m.last_error.as_deref(), Some("503 from app"));
 
-    spool.mark_delivered(a).await.unwrap();
+    spool.mark_delivered(a, 1).await.unwrap();
     spool.mark_dead(b, 3, "404 from app").await.unwrap();
     let m = spool.meta(b).unwrap().unwrap();
     assert_eq!((m.state, m.attempts), (State::Dead, 3));
@@ -151,7 +151,7 @@ async fn transitions_update_pending_and_stats() {
     // replay_dead only touches the route's dead letters.
     spool.mark_dead(a, 1, "x").await.unwrap();
     spool.mark_dead(b, 1, "x").await.unwrap();
-    spool.mark_delivered(c).await.unwrap();
+    spool.mark_delivered(c, 1).await.unwrap();
     assert_eq!(spool.replay_dead("s").await.unwrap(), 0);
     assert_eq!(spool.replay_dead("r").await.unwrap(), 2);
     assert_eq!(spool.replay_dead("r").await.unwrap(), 0);
@@ -212,7 +212,7 @@ async fn list_filters_pages_and_totals() {
     for &seq in &r[..3] {
         spool.mark_dead(seq, 1, "x").await.unwrap();
     }
-    spool.mark_delivered(s[0]).await.unwrap();
+    spool.mark_delivered(s[0], 1).await.unwrap();
     let seqs = |p: &super::super::Page| p.items.iter().map(|m| m.seq).collect::<Vec<_>>();
 
     let all = spool

@@ -137,7 +137,7 @@ async fn fill(dir: &std::path::Path, n: usize) {
     );
     seqs.sort_unstable();
     for &seq in seqs.iter().step_by(2) {
-        spool.mark_delivered(seq).await.unwrap();
+        spool.mark_delivered(seq, 1).await.unwrap();
     }
     spool.close().await;
     let mut blocks = 0;

@@ -85,7 +85,7 @@ async fn a_flipped_byte_is_reported_and_every_other_record_kept() {
 async fn state_changes_for_unknown_seqs_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let spool = open(dir.path());
-    spool.mark_delivered(42).await.unwrap();
+    spool.mark_delivered(42, 1).await.unwrap();
     spool.mark_retry(42, 1, 0, "x").await.unwrap();
     spool.mark_dead(42, 1, "x").await.unwrap();
     assert!(!spool.replay(42).await.unwrap());

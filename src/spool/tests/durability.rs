@@ -56,7 +56,7 @@ async fn lazy_state_changes_become_durable_with_the_next_immediate_commit() {
     let spool = open(dir.path());
     let a = spool.append(delivery("r", &["a"], 1)).await.unwrap();
     let commits = spool.commits();
-    spool.mark_delivered(a).await.unwrap();
+    spool.mark_delivered(a, 1).await.unwrap();
     assert_eq!(spool.commits(), commits, "no fdatasync for a state change");
     assert_eq!(
         spool.meta(a).unwrap().unwrap().state,
@@ -110,10 +110,40 @@ async fn close_and_drop_persist_lazy_changes_and_stop_the_spool() {
 
     let spool = open(dir.path());
     assert_eq!(spool.meta(a).unwrap().unwrap().state, State::Dead);
-    spool.mark_delivered(b).await.unwrap();
+    spool.mark_delivered(b, 1).await.unwrap();
     drop(spool); // no close(): the last handle's drop flushes and closes
 
     let spool = open(dir.path());
     assert_eq!(spool.meta(b).unwrap().unwrap().state, State::Delivered);
     spool.probe().await.unwrap();
+}
+
+/// Regression (issue: a delivered event showed `attempts: 0` while the app had seen attempt 1,
+/// and kept its old `last_error` after a successful replay). Also after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_records_its_attempt_and_forgets_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path());
+    let a = spool.append(delivery("r", &["a"], 1)).await.unwrap();
+    let b = spool.append(delivery("r", &["b"], 2)).await.unwrap();
+    spool.mark_retry(a, 1, 0, "503 from app").await.unwrap();
+    spool.mark_delivered(a, 2).await.unwrap();
+    spool.mark_dead(b, 3, "404 from app").await.unwrap();
+    assert!(spool.replay(b).await.unwrap());
+    let replayed = spool.meta(b).unwrap().unwrap();
+    assert_eq!((replayed.attempts, replayed.last_error), (0, None));
+    spool.mark_delivered(b, 1).await.unwrap();
+    let delivered = |spool: &super::super::Spool| {
+        for (seq, attempts) in [(a, 2), (b, 1)] {
+            let m = spool.meta(seq).unwrap().unwrap();
+            assert_eq!(
+                (m.state, m.attempts, m.last_error),
+                (State::Delivered, attempts, None),
+                "seq {seq}"
+            );
+        }
+    };
+    delivered(&spool);
+    spool.close().await;
+    delivered(&open(dir.path()));
 }

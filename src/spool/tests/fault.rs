@@ -29,7 +29,7 @@ async fn writer_survives_a_full_disk_and_recovers_without_restart() {
     for i in 0..5 {
         acked.push(spool.append(delivery("r", &[&format!("ok{i}")], i)).await.unwrap());
     }
-    spool.mark_delivered(acked[0]).await.unwrap(); // lazy: waits in memory, survives the failure
+    spool.mark_delivered(acked[0], 1).await.unwrap(); // lazy: waits in memory, survives the failure
 
     spool.fail_writes(true);
     let err = spool.append(delivery("r", &["lost"], 10)).await.unwrap_err();

@@ -65,7 +65,7 @@ async fn a_store_opens_the_same_from_summaries_without_them_and_with_a_damaged_o
     let seqs = fill(&spool, 0..100).await;
     // State records land in later segments than their appends.
     for &seq in seqs.iter().step_by(3) {
-        spool.mark_delivered(seq).await.unwrap();
+        spool.mark_delivered(seq, 1).await.unwrap();
     }
     for &seq in seqs.iter().skip(1).step_by(7) {
         spool.mark_dead(seq, 3, "app said 500").await.unwrap();
@@ -157,7 +157,7 @@ async fn compaction_drops_head_segments_and_copied_records_survive_a_restart() {
     let keep: Vec<u64> = [1usize, 2, 40, 77, 149].iter().map(|&i| seqs[i]).collect();
     for &seq in &seqs {
         if !keep.contains(&seq) {
-            spool.mark_delivered(seq).await.unwrap();
+            spool.mark_delivered(seq, 1).await.unwrap();
         }
     }
     let first_segment = files(dir.path(), "log")[0].clone();

@@ -13,9 +13,9 @@ async fn compact_removes_only_delivered_older_than_retention() {
     let pending = spool.append(delivery("r", &["c"], 3)).await.unwrap();
     let dead = spool.append(delivery("r", &["d"], 4)).await.unwrap();
     let quarantine = spool.append(quarantined("r", 5)).await.unwrap();
-    spool.mark_delivered(a).await.unwrap();
+    spool.mark_delivered(a, 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    spool.mark_delivered(b).await.unwrap();
+    spool.mark_delivered(b, 1).await.unwrap();
     spool.mark_dead(dead, 2, "x").await.unwrap();
     let t_a = spool.meta(a).unwrap().unwrap().updated_at_ms;
     let t_b = spool.meta(b).unwrap().unwrap().updated_at_ms;
@@ -69,7 +69,7 @@ async fn large_sweeps_run_in_chunks_to_completion() {
         .iter()
         .map(|&seq| {
             let spool = spool.clone();
-            tokio::spawn(async move { spool.mark_delivered(seq).await })
+            tokio::spawn(async move { spool.mark_delivered(seq, 1).await })
         })
         .collect();
     for task in marks {

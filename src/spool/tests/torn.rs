@@ -41,7 +41,7 @@ async fn a_torn_last_write_keeps_every_committed_record() {
 
     // The final writes: a lazy state change, then an append.
     let spool = open(dir.path());
-    spool.mark_delivered(kept[0]).await.unwrap();
+    spool.mark_delivered(kept[0], 1).await.unwrap();
     let mut d = delivery("r", &["last"], 9);
     d.body = bytes::Bytes::from_static(b"the last body .");
     let last = spool.append(d).await.unwrap();
