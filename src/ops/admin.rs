@@ -22,6 +22,8 @@ use crate::spool::{ListQuery, Spool, State};
 pub const MAX_LIMIT: u64 = 1000;
 /// Default page size (CEN's pull API default).
 pub const DEFAULT_LIMIT: u64 = 200;
+/// The parameters of `GET /api/events`.
+pub const LIST_PARAMETERS: &[&str] = &["route", "state", "start", "end", "offset", "limit"];
 
 pub struct Admin {
     pub shared: Arc<Shared>,
@@ -124,6 +126,9 @@ impl Admin {
     /// `POST /reload[?config=FILE]`: with `config`, only when FILE is the file this server
     /// serves (a reload re-reads that file, whatever the caller meant).
     async fn reload(&self, query: &HashMap<String, String>) -> AdminReply {
+        if let Some(refused) = unknown_parameters(query, &["config"]) {
+            return refused;
+        }
         if let Some(asked) = query.get("config") {
             let asked = resolved(std::path::Path::new(asked));
             if asked != self.served.config {
@@ -144,6 +149,15 @@ impl Admin {
 
     /// `/api/…`, once the store is open.
     async fn api(&self, spool: &Spool, method: &str, path: &[&str], query: &HashMap<String, String>) -> AdminReply {
+        let known: &[&str] = match (method, path) {
+            ("GET", ["events"]) => LIST_PARAMETERS,
+            ("GET", ["events", _]) => &["body"],
+            ("POST", ["purge"]) => &["state", "route"],
+            _ => &[],
+        };
+        if let Some(refused) = unknown_parameters(query, known) {
+            return refused;
+        }
         match (method, path) {
             ("GET", ["stats"]) => match spool.stats() {
                 Ok(s) => json_reply(200, &json!(s)),
@@ -271,6 +285,18 @@ impl Admin {
     }
 
     async fn replay_dead(&self, spool: &Spool, route: &str) -> AdminReply {
+        // A typo would otherwise answer {"replayed": 0} as if the route had no dead letter.
+        let configured = self.shared.routes().iter().any(|r| r.name.as_str() == route);
+        match spool.stats() {
+            Ok(stats) if !configured && !stats.routes.contains_key(route) => {
+                return error(
+                    404,
+                    &format!("no route `{route}`: not configured, and no event of it is stored"),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return error(503, &e.to_string()),
+        }
         match spool.replay_dead(route).await {
             Ok(n) => {
                 self.shared.forwarder().rescan(Some(route));
@@ -294,6 +320,26 @@ impl Admin {
             Err(e) => error(503, &e.to_string()),
         }
     }
+}
+
+/// A request with a parameter the endpoint does not take is refused with the ones it takes:
+/// ignored, a typo (`?stat=dead`) would silently widen the answer to every event.
+fn unknown_parameters(query: &HashMap<String, String>, known: &[&str]) -> Option<AdminReply> {
+    let mut unknown: Vec<&str> = query
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !known.contains(k))
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    unknown.sort_unstable();
+    let takes = match known {
+        [] => "no parameter".to_string(),
+        _ => known.join(", "),
+    };
+    let message = format!("unknown parameter {}; this endpoint takes {takes}", unknown.join(", "));
+    Some(json_reply(400, &json!({ "error": message, "known": known })))
 }
 
 /// A body in JSON: as text when it is UTF-8, else `{"base64": …}`.

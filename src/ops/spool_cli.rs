@@ -275,7 +275,14 @@ fn direct(config: &OpsConfig, cmd: &SpoolCommand) -> Result<Value, String> {
             json!(spool.list(&q).map_err(e)?)
         }
         SpoolCommand::Replay { seq } => json!({ "replayed": u64::from(rt.block_on(spool.replay(*seq)).map_err(e)?) }),
-        SpoolCommand::ReplayDead { route } => json!({ "replayed": rt.block_on(spool.replay_dead(route)).map_err(e)? }),
+        SpoolCommand::ReplayDead { route } => {
+            if !config.routes.contains(route) && !spool.stats().map_err(e)?.routes.contains_key(route) {
+                return Err(format!(
+                    "no route `{route}`: not configured, and no event of it is stored"
+                ));
+            }
+            json!({ "replayed": rt.block_on(spool.replay_dead(route)).map_err(e)? })
+        }
         SpoolCommand::Purge { state, route } => {
             let state = state_arg(state)?;
             if state == State::Pending {

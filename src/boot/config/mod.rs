@@ -185,6 +185,8 @@ pub struct LogSettings {
 pub struct OpsConfig {
     pub admin: Admin,
     pub storage: Storage,
+    /// The routes' names (nothing else of them is read).
+    pub routes: Vec<String>,
 }
 
 impl OpsConfig {
@@ -195,6 +197,12 @@ impl OpsConfig {
             admin: schema::RawAdmin,
             #[serde(default)]
             storage: schema::RawStorage,
+            #[serde(default)]
+            routes: Vec<Named>,
+        }
+        #[derive(Deserialize)]
+        struct Named {
+            name: Option<String>,
         }
         let err = |key: &str, message: String| ConfigError::new(path, key, message);
         let text = std::fs::read_to_string(path).map_err(|e| err("", format!("cannot read: {e}")))?;
@@ -217,6 +225,7 @@ impl OpsConfig {
                 path: base.join(raw.storage.path.unwrap_or_else(|| PathBuf::from("data"))),
                 retention: raw.storage.retention.map_or(DEFAULT_RETENTION, |d| d.0),
             },
+            routes: raw.routes.into_iter().filter_map(|r| r.name).collect(),
         })
     }
 }
