@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { pingora } => pushgate::boot::server::run(pingora),
+        Command::Run(args) => pushgate::boot::server::run(args),
         Command::Check { conf } => pushgate::boot::server::check(&conf),
         Command::Reload { conf } => pushgate::ops::spool_cli::reload(&conf),
         Command::Spool { conf, command } => match conf {

@@ -1,9 +1,9 @@
-//! The command line: `run`, `check`, `dev-certs` (and `spool`), with Pingora's own flags
-//! (`-d`, `-u`, `-t`) accepted by `run`.
+//! The command line: `run`, `check`, `reload`, `spool`, `dev-certs`; `run` takes Pingora's
+//! flags (`-d`, `-u`, `-t`), described here for pushgate.
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -18,11 +18,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Start serving (-c FILE; Pingora's -d daemon, -u upgrade, -t test flags accepted).
-    Run {
-        #[command(flatten)]
-        pingora: pingora::server::configuration::Opt,
-    },
+    /// Start serving.
+    Run(RunArgs),
     /// Load and validate the config, keys and certificates; print the routes.
     Check {
         #[arg(short, long)]
@@ -47,6 +44,24 @@ pub enum Command {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE")]
+    pub conf: PathBuf,
+    /// Run in the background; its log lines go to server.error_log or log.file, one of which
+    /// must be set.
+    #[arg(short, long)]
+    pub daemon: bool,
+    /// Graceful upgrade: take the listening sockets over from the pushgate running with the same
+    /// config, then send that one SIGQUIT (docs/operations.md).
+    #[arg(short, long)]
+    pub upgrade: bool,
+    /// Load and check the config, then exit (before an upgrade).
+    #[arg(short, long)]
+    pub test: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +70,19 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Regression (issue: `run --help` described `-u` with Pingora's generic text).
+    #[test]
+    fn run_describes_its_flags_for_pushgate() {
+        let mut cli = Cli::command();
+        let help = cli.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        assert!(
+            help.contains("take the listening sockets over from the pushgate"),
+            "{help}"
+        );
+        assert!(help.contains("server.error_log or log.file"), "{help}");
+        assert!(!help.to_lowercase().contains("pingora"), "{help}");
     }
 
     #[test]

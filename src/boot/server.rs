@@ -11,6 +11,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
+use crate::boot::cli::RunArgs;
 use crate::boot::config::{Config, DedupeBackend};
 use crate::boot::{logs, signals};
 use crate::dedupe::{Dedupe, Key};
@@ -71,16 +72,22 @@ fn with_dev_certs_hint(e: &crate::boot::config::ConfigError) -> String {
 }
 
 /// `pushgate run`: serve until a signal says stop.
-pub fn run(mut opt: Opt) -> Result<(), String> {
-    let given = opt.conf.take().ok_or("run needs -c FILE")?;
+pub fn run(args: RunArgs) -> Result<(), String> {
+    let given = &args.conf;
     // Absolute from here on: `-d` moves the process to `/`, and the store, every reload and the
     // admin API's report of the file it serves must not depend on the working directory.
-    let path = std::fs::canonicalize(&given).map_err(|e| format!("{given}: cannot read: {e}"))?;
+    let path = std::fs::canonicalize(given).map_err(|e| format!("{}: cannot read: {e}", given.display()))?;
     let config = Config::load(&path).map_err(|e| e.to_string())?;
-    if opt.test {
-        println!("{given}: ok");
+    if args.test {
+        println!("{}: ok", given.display());
         return Ok(());
     }
+    // Pingora's own flags; the config is pushgate's, passed to Pingora as `ServerConf`.
+    let opt = Opt {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+        ..Opt::default()
+    };
     let daemon = opt.daemon || config.server.daemon;
     if daemon {
         logs::check_daemon(&config)?;

@@ -251,7 +251,7 @@ fn compile_dedupe(
                 "storage.retention",
                 format!(
                     "must be at least dedupe.ttl ({}): the duplicate memory is rebuilt from the store after a restart",
-                    humantime::format_duration(dedupe.ttl)
+                    Dur(dedupe.ttl)
                 ),
             ));
         }
@@ -457,6 +457,19 @@ mod tests {
         let shown = e.to_string();
         assert_eq!(shown.lines().count(), 5, "one line per error:\n{shown}");
         assert!(shown.lines().all(|l| l.contains("pushgate.yaml: ")), "{shown}");
+    }
+
+    /// Regression (issue: the message printed `(3days)`, which the file cannot take).
+    #[test]
+    fn a_retention_shorter_than_the_ttl_names_the_ttl_as_a_config_writes_it() {
+        let dir = Dir::new();
+        let yaml = format!(
+            "{LISTEN}storage: {{ retention: 1d }}\ndedupe: {{ ttl: 72h }}\nroutes:\n{}",
+            route("a", "/a")
+        );
+        let e = dir.load(&yaml).unwrap_err();
+        assert_eq!(e.key, "storage.retention");
+        assert!(e.message.starts_with("must be at least dedupe.ttl (3d): "), "{e}");
     }
 
     #[test]

@@ -21,6 +21,19 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+impl std::fmt::Display for Dur {
+    /// As a config would write it, in the largest unit that divides it (`72h` shows as `3d`),
+    /// so a message can be copied back into the file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        let (n, unit) = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")]
+            .into_iter()
+            .find(|(size, _)| ms >= *size && ms.is_multiple_of(*size))
+            .map_or((ms, "ms"), |(size, unit)| (ms / size, unit));
+        write!(f, "{n}{unit}")
+    }
+}
+
 /// A byte size: a plain number of bytes, or with a unit (`512KiB`, `1MiB`, `10MB`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
@@ -103,6 +116,15 @@ pub fn read_key_material(written: &str, base: &Path) -> Result<Vec<u8>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_show_as_a_config_writes_them() {
+        for (secs, shown) in [(259_200, "3d"), (7_200, "2h"), (90, "90s"), (600, "10m"), (0, "0ms")] {
+            assert_eq!(Dur(Duration::from_secs(secs)).to_string(), shown);
+        }
+        assert_eq!(Dur(Duration::from_millis(1_500)).to_string(), "1500ms");
+        assert_eq!(Dur(Duration::from_secs(90_000)).to_string(), "25h");
+    }
 
     #[test]
     fn sizes() {
