@@ -99,21 +99,6 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     let material = tls::load(&config.listen.tls).map_err(|(key, m)| format!("{}: {key}: {m}", path.display()))?;
 
     let server_conf = server_conf(&config);
-    // The ports are taken now, before the store is opened or the process forks, so one that
-    // cannot be taken stops the start with one line (see listener::socket). Under -u the old
-    // process hands its sockets over instead.
-    if opt.upgrade {
-        socket::check_upgrade(&config.listen.addr, &server_conf.upgrade_sock)?;
-    }
-    let listen_socket = match opt.upgrade {
-        false => Some(socket::bind(&config.listen.addr, "listen.addr")?),
-        true => None,
-    };
-    let admin_socket = match (&config.admin.addr, opt.upgrade) {
-        (Some(addr), false) => Some(socket::bind(addr, "admin.addr")?),
-        _ => None,
-    };
-
     let (dedupe, redis_options) = match &config.dedupe.backend {
         DedupeBackend::Memory => (Dedupe::memory(config.dedupe.ttl, config.dedupe.max_entries), None),
         DedupeBackend::Redis {
@@ -138,6 +123,22 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         patience: if opt.upgrade { UPGRADE_PATIENCE } else { Duration::ZERO },
     };
     let early_store = if late_store { None } else { Some(opener.open(&dedupe)?) };
+
+    // The ports are taken now: after the store (senders are refused, not kept waiting, while a
+    // big store opens) and before the process forks for -d, so one that cannot be taken stops
+    // the start with one line (see listener::socket). Under -u the old process hands its
+    // sockets over instead.
+    if opt.upgrade {
+        socket::check_upgrade(&config.listen.addr, &server_conf.upgrade_sock)?;
+    }
+    let listen_socket = match opt.upgrade {
+        false => Some(socket::bind(&config.listen.addr, "listen.addr")?),
+        true => None,
+    };
+    let admin_socket = match (&config.admin.addr, opt.upgrade) {
+        (Some(addr), false) => Some(socket::bind(addr, "admin.addr")?),
+        _ => None,
+    };
 
     let metrics = Arc::new(Metrics::new());
     let live_tls = LiveTls::new(&material, metrics.clone());
