@@ -184,6 +184,11 @@ impl Pushgate {
     }
 
     pub fn signal(&self, sig: &str) {
+        // Once the child is gone pid() is 0, and `kill -SIG 0` would signal the test runner's
+        // whole process group.
+        if self.child.is_none() {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.pid().to_string())
